@@ -1,0 +1,1 @@
+"""CLI verb registration, one module per area (see ``ultrasam.cli``)."""
