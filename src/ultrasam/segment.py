@@ -114,11 +114,9 @@ def predict_files(images: list[str | Path], out_dir: str | Path, prompt: Prompt,
         mask = masks[best]
         warnings = list(predictor.image_warnings)
         area_px = int(mask.sum())
-        area_mm2 = None
-        if predictor.spacing_mm is not None:
-            area_mm2 = area_px * predictor.spacing_mm[0] * predictor.spacing_mm[1]
-        elif path.suffix.lower() in (".dcm", "") or predictor.image_meta.get("modality"):
-            warnings.append("no usable physical calibration: area_mm2 is null")
+        area_mm2, area_warnings = _area_mm2(mask, predictor.spacing_mm,
+                                            predictor.image_meta.get("calibration"))
+        warnings += [w for w in area_warnings if w not in warnings]
         stem = _output_stem(path, frame, slice)
         rgb = predictor.image_rgb
         assert rgb is not None
@@ -138,6 +136,19 @@ def predict_files(images: list[str | Path], out_dir: str | Path, prompt: Prompt,
         log.info("%s: mask of %d px (score %.3f) -> %s", path.name, area_px, scores[best], out)
         records.append(record)
     return records
+
+
+def _area_mm2(mask: np.ndarray, spacing: tuple[float, float] | None,
+              calibration: Any) -> tuple[float | None, list[str]]:
+    """Mask area in mm^2: DICOM ultrasound regions decide per mask (the mask must lie inside one
+    calibrated region); otherwise the image's spacing, when it has one."""
+    if calibration is not None:
+        from .io.dicom import mask_area_mm2
+
+        return mask_area_mm2(mask, calibration)
+    if spacing is not None:
+        return float(mask.sum()) * spacing[0] * spacing[1], []
+    return None, []
 
 
 def _output_stem(path: Path, frame: int | None, slice: int | None) -> str:

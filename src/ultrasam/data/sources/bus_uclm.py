@@ -1,0 +1,108 @@
+"""BUS-UCLM: breast ultrasound lesion segmentation (Mendeley 7fvgj4jsp7).
+
+Layout (official release and the shared copy, which nests it under wrapper folders)::
+
+    .../BUS-UCLM/images/<CODE>_NNN.png
+                /masks/<CODE>_NNN.png     RGB: green = benign lesion, red = malignant lesion
+                /INFO.csv                 ';'-separated, UTF-8 with BOM: Image;Resolution;Label;...
+
+``<CODE>`` is the patient code, used as ``group``. The image label comes from ``INFO.csv`` when
+it lists the image, else from the mask colour (no lesion -> normal). Pairs whose image and mask
+sizes disagree (e.g. ``HESN_000``, an RGBA screenshot of another size) are skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..coco import CocoWriter
+from ._base import Source, SourceSpec
+from ._read import (UnreadableFile, find_dirs, natural_sorted, read_image, read_mask,
+                    relative_source, threshold)
+
+STRUCTURE = "breast_lesion"
+_PATIENT = re.compile(r"^([A-Za-z]+)_\d+$")
+
+
+def _read_info(folder: Path) -> dict[str, str]:
+    """``INFO.csv`` as {image file name: lower-case label}; empty when absent."""
+    path = folder / "INFO.csv"
+    if not path.is_file():
+        return {}
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = csv.DictReader(f, delimiter=";")
+        return {r["Image"].strip(): r["Label"].strip().lower()
+                for r in rows if r.get("Image") and r.get("Label")}
+
+
+def _colour_label(mask: np.ndarray) -> str:
+    """benign (green), malignant (red) or normal (no lesion) from an RGB(A) mask; a grey mask
+    with a lesion gives "lesion" (colour unknown: the label must come from INFO.csv)."""
+    if mask.ndim == 2:
+        return "normal" if not (mask > 0).any() else "lesion"
+    red = int(np.count_nonzero(mask[..., 0] >= 128))
+    green = int(np.count_nonzero(mask[..., 1] >= 128))
+    if red == 0 and green == 0:
+        return "normal"
+    return "malignant" if red >= green else "benign"
+
+
+def convert(native_dir: Path, writer: CocoWriter) -> None:
+    """Write every image of every ``images/`` + ``masks/`` pair of folders under ``native_dir``."""
+    native_dir = Path(native_dir)
+    for images_dir in find_dirs(native_dir, "images"):
+        masks_dir = images_dir.parent / "masks"
+        if not masks_dir.is_dir():
+            continue
+        info = _read_info(images_dir.parent)
+        for image_path in natural_sorted(p for p in images_dir.iterdir()
+                                         if p.suffix.lower() == ".png"):
+            source = relative_source(image_path, native_dir)
+            mask_path = masks_dir / image_path.name
+            if not mask_path.is_file():
+                writer.warn(source, "no mask file; image skipped")
+                continue
+            try:
+                image = read_image(image_path)
+                raw = read_mask(mask_path)
+            except UnreadableFile as e:
+                writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+                continue
+            if raw.shape[:2] != image.shape[:2]:
+                writer.warn(source, f"image is {image.shape[:2]} but mask is {raw.shape[:2]}; "
+                                    "pair skipped")
+                continue
+            lesion = threshold(raw, 128)
+            colour = _colour_label(raw)
+            label = info.get(image_path.name, colour if colour != "lesion" else None)
+            if colour not in ("lesion", label):
+                writer.warn(source, f"INFO.csv says {label!r}, mask colour says {colour!r}; "
+                                    "INFO.csv kept")
+            m = _PATIENT.match(image_path.stem)
+            writer.add_image(image, {STRUCTURE: lesion}, source=source,
+                             group=m[1] if m else None, label=label,
+                             name_parts=(m[1] if m else "",))
+
+
+SOURCE = Source(
+    spec=SourceSpec(
+        name="BUS_UCLM",
+        aliases=("BUS-UCLM", "BUS_UCML", "BUS-UCML", "BUSUCLM"),
+        url="https://data.mendeley.com/datasets/7fvgj4jsp7",
+        citation="Vallez N, Bueno G, Deniz O, et al. BUS-UCLM: Breast ultrasound lesion "
+                 "segmentation dataset. Mendeley Data (2024), doi:10.17632/7fvgj4jsp7.",
+        licence="CC-BY-4.0",
+        anatomy="breast",
+        structures=(STRUCTURE,),
+        kind="2d",
+        native_format="PNG images; RGB PNG masks (green benign, red malignant); INFO.csv",
+        real_sample_tests=True,
+        notes="group = patient code; label from INFO.csv or mask colour; size-mismatched pairs "
+              "skipped",
+    ),
+    convert=convert,
+)

@@ -1,0 +1,92 @@
+"""BUS-BRA: Brazilian breast ultrasound dataset (github wgomezf/BUS-BRA).
+
+Layout (official and shared copy)::
+
+    BUSBRA/Images/bus_NNNN-<side>.png, BUSBRA/Masks/mask_NNNN-<side>.png   (binary masks)
+    BUSBRA/bus_data.csv        ID, Case (patient), Histology, Pathology (benign/malignant), ...
+    BUSBRA/5-fold-cv.csv       ID, Pathology, kFold, ...
+
+``group`` is the patient (``Case``), ``label`` the pathology. UltraSam holds out fold 1 of the
+5-fold file as its test set: ``split`` is ``test`` for fold 1 and ``train`` otherwise (None when
+the fold file is missing).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from ..coco import CocoWriter
+from ._base import Source, SourceSpec
+from ._read import (UnreadableFile, find_dirs, natural_sorted, read_image, read_mask,
+                    relative_source, threshold)
+
+STRUCTURE = "breast_lesion"
+TEST_FOLD = "1"
+
+
+def _rows(path: Path) -> dict[str, dict[str, str]]:
+    """{ID: row} of a comma-separated table with an ``ID`` column; empty when absent."""
+    if not path.is_file():
+        return {}
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        return {r["ID"].strip(): r for r in csv.DictReader(f) if r.get("ID")}
+
+
+def convert(native_dir: Path, writer: CocoWriter) -> None:
+    """Write every BUS-BRA image under ``native_dir`` with its lesion mask and metadata."""
+    native_dir = Path(native_dir)
+    for image_dir in find_dirs(native_dir, "Images"):
+        root = image_dir.parent
+        mask_dir = root / "Masks"
+        if not mask_dir.is_dir():
+            continue
+        meta = _rows(root / "bus_data.csv")
+        folds = _rows(root / "5-fold-cv.csv")
+        for image_path in natural_sorted(p for p in image_dir.iterdir()
+                                         if p.suffix.lower() == ".png"
+                                         and p.stem.lower().startswith("bus_")):
+            source = relative_source(image_path, native_dir)
+            image_id = image_path.stem
+            mask_path = mask_dir / f"mask_{image_id[len('bus_'):]}{image_path.suffix}"
+            if not mask_path.is_file():
+                writer.warn(source, "no mask file; image skipped")
+                continue
+            try:
+                image = read_image(image_path)
+                lesion = threshold(read_mask(mask_path), 128)
+            except UnreadableFile as e:
+                writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+                continue
+            if lesion.shape != image.shape[:2]:
+                writer.warn(source, f"image is {image.shape[:2]} but mask is {lesion.shape}; "
+                                    "pair skipped")
+                continue
+            row = meta.get(image_id, {})
+            fold = folds.get(image_id, {}).get("kFold", "").strip()
+            split = None if not fold else ("test" if fold == TEST_FOLD else "train")
+            pathology = (row.get("Pathology") or folds.get(image_id, {}).get("Pathology") or "")
+            case = (row.get("Case") or "").strip() or None
+            writer.add_image(image, {STRUCTURE: lesion}, source=source, group=case, split=split,
+                             label=pathology.strip().lower() or None,
+                             name_parts=(f"p{case}" if case else "",))
+
+
+SOURCE = Source(
+    spec=SourceSpec(
+        name="BUS-BRA",
+        aliases=("BUSBRA", "BUS_BRA"),
+        url="https://github.com/wgomezf/BUS-BRA",
+        citation="Gomez-Flores W, Gregorio-Calas MJ, Coelho de Albuquerque Pereira W. BUS-BRA: "
+                 "A breast ultrasound dataset for assessing computer-aided diagnosis systems. "
+                 "Medical Physics 51(4) (2024) 3110-3123.",
+        licence="MIT-style dataset licence (LICENSE.txt); cite the paper",
+        anatomy="breast",
+        structures=(STRUCTURE,),
+        kind="2d",
+        native_format="PNG images; binary PNG masks; bus_data.csv; k-fold CSVs",
+        real_sample_tests=True,
+        notes="group = patient (Case); label = pathology; fold 1 of 5-fold-cv.csv = test",
+    ),
+    convert=convert,
+)

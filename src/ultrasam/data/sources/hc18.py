@@ -1,0 +1,120 @@
+"""HC18: fetal head circumference challenge (grand-challenge hc18, Zenodo 1327317).
+
+Layout::
+
+    training_set/NNN_HC.png, NNN_kHC.png          (k-th image of subject NNN)
+    training_set/NNN_HC_Annotation.png            ellipse OUTLINE (official) or filled ellipse
+    training_set_pixel_size_and_HC.csv            filename, pixel size(mm), head circumference(mm)
+    test_set/...                                  no annotations: not converted
+
+The official annotations are a thin ellipse outline that must be filled; some copies (the shared
+one) are already filled. Both are handled: a filled mask is kept as is; an outline is filled by
+hole filling, or, when it is not closed (the ellipse leaves the image), by drawing the ellipse
+fitted to its pixels. ``group`` is the subject number ``NNN``; ``spacing_mm`` the CSV pixel size.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from ..coco import CocoWriter
+from ._base import Source, SourceSpec
+from ._read import UnreadableFile, natural_sorted, read_image, read_mask, relative_source, threshold
+
+log = logging.getLogger(__name__)
+
+STRUCTURE = "fetal_head"
+_IMAGE = re.compile(r"^(?P<subject>\d+)_(?P<k>\d*)HC$", re.IGNORECASE)
+# A mask covering less than this fraction of its fitted ellipse is an outline, not a region.
+_OUTLINE_FRACTION = 0.5
+
+
+def _read_pixel_sizes(native_dir: Path) -> dict[str, float]:
+    """{image file name: pixel size in mm} from every ``*pixel_size*.csv`` under ``native_dir``."""
+    sizes: dict[str, float] = {}
+    for path in natural_sorted(native_dir.rglob("*pixel_size*.csv")):
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            for row in csv.reader(f):
+                if len(row) >= 2:
+                    try:
+                        sizes[row[0].strip()] = float(row[1])
+                    except ValueError:  # header row
+                        continue
+    return sizes
+
+
+def fill_head(mask: np.ndarray) -> np.ndarray:
+    """``H x W`` bool head region from an outline or an already filled ellipse mask."""
+    if mask.sum() < 5:
+        return mask
+    points = np.argwhere(mask)[:, ::-1].astype(np.float32)  # (x, y) for OpenCV
+    ellipse = np.zeros(mask.shape, np.uint8)
+    cv2.ellipse(ellipse, cv2.fitEllipse(points), 1, thickness=-1)
+    ellipse_area = max(int(ellipse.sum()), 1)
+    if mask.sum() >= _OUTLINE_FRACTION * ellipse_area:
+        return mask  # already a filled region: keep the expert's pixels
+    filled = ndimage.binary_fill_holes(mask)
+    if filled.sum() >= _OUTLINE_FRACTION * ellipse_area:
+        return filled
+    # Outline open at the image border: fill holes cannot close it, the fitted ellipse can.
+    return ellipse.astype(bool) | mask
+
+
+def convert(native_dir: Path, writer: CocoWriter) -> None:
+    """Write every annotated HC18 image under ``native_dir`` with its filled head mask."""
+    native_dir = Path(native_dir)
+    sizes = _read_pixel_sizes(native_dir)
+    unannotated = 0
+    for image_path in natural_sorted(p for p in native_dir.rglob("*") if p.is_file()
+                                     and p.suffix.lower() == ".png" and _IMAGE.match(p.stem)):
+        source = relative_source(image_path, native_dir)
+        mask_path = image_path.with_name(f"{image_path.stem}_Annotation{image_path.suffix}")
+        if not mask_path.is_file():
+            if "test" in image_path.parent.name.lower():
+                unannotated += 1  # the challenge's hidden test set: nothing to convert
+            else:
+                writer.warn(source, "no annotation file; image skipped")
+            continue
+        try:
+            image = read_image(image_path)
+            outline = threshold(read_mask(mask_path), 128)
+        except UnreadableFile as e:
+            writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+            continue
+        if outline.shape != image.shape[:2]:
+            writer.warn(source, f"image is {image.shape[:2]} but annotation is {outline.shape}; "
+                                "pair skipped")
+            continue
+        ps = sizes.get(image_path.name)
+        subject = _IMAGE.match(image_path.stem)["subject"]  # type: ignore[index]
+        writer.add_image(image, {STRUCTURE: fill_head(outline)}, source=source, group=subject,
+                         spacing_mm=(ps, ps) if ps else None)
+    if unannotated:
+        log.info("HC18: %d test-set images without annotation not converted", unannotated)
+
+
+SOURCE = Source(
+    spec=SourceSpec(
+        name="HC",
+        aliases=("HC18", "HC-18"),
+        url="https://hc18.grand-challenge.org/",
+        citation="van den Heuvel TLA, de Bruijn D, de Korte CL, van Ginneken B. Automated "
+                 "measurement of fetal head circumference using 2D ultrasound images. PLoS ONE "
+                 "13(8) (2018) e0200412. Data: Zenodo 10.5281/zenodo.1327317.",
+        licence="CC-BY-4.0",
+        anatomy="fetal head",
+        structures=(STRUCTURE,),
+        kind="2d",
+        native_format="PNG images; PNG ellipse outline annotations; pixel-size CSV",
+        real_sample_tests=True,
+        notes="outlines filled; group = subject; pixel spacing from the CSV",
+    ),
+    convert=convert,
+)

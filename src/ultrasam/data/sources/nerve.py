@@ -1,0 +1,71 @@
+"""Kaggle Ultrasound Nerve Segmentation (2016): brachial plexus in neck ultrasound.
+
+Layout: official ``train/<subject>_<n>.tif`` + ``train/<subject>_<n>_mask.tif`` (``test/`` has no
+masks and is not converted); the shared copy (a 55-image subset) nests it as ``data/train/``.
+Masks are 0/255; many are empty (no nerve visible) and are kept as negatives. ``group`` is the
+subject number, so that frames of one subject stay on one side of a split.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+from ..coco import CocoWriter
+from ._base import Source, SourceSpec
+from ._read import UnreadableFile, natural_sorted, read_image, read_mask, relative_source, threshold
+
+log = logging.getLogger(__name__)
+
+STRUCTURE = "brachial_plexus"
+_IMAGE = re.compile(r"^(?P<subject>\d+)_(?P<n>\d+)$")
+
+
+def convert(native_dir: Path, writer: CocoWriter) -> None:
+    """Write every ``<subject>_<n>.tif`` that has a ``_mask.tif`` under ``native_dir``."""
+    native_dir = Path(native_dir)
+    unannotated = 0
+    for image_path in natural_sorted(p for p in native_dir.rglob("*") if p.is_file()
+                                     and p.suffix.lower() in (".tif", ".tiff")
+                                     and _IMAGE.match(p.stem)):
+        source = relative_source(image_path, native_dir)
+        mask_path = image_path.with_name(f"{image_path.stem}_mask{image_path.suffix}")
+        if not mask_path.is_file():
+            unannotated += 1  # the competition's test images carry no mask
+            continue
+        try:
+            image = read_image(image_path)
+            nerve = threshold(read_mask(mask_path), 128)
+        except UnreadableFile as e:
+            writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+            continue
+        if nerve.shape != image.shape[:2]:
+            writer.warn(source, f"image is {image.shape[:2]} but mask is {nerve.shape}; "
+                                "pair skipped")
+            continue
+        subject = _IMAGE.match(image_path.stem)["subject"]  # type: ignore[index]
+        writer.add_image(image, {STRUCTURE: nerve}, source=source, group=subject,
+                         name_parts=(f"s{subject}",))
+    if unannotated:
+        log.info("NERVE: %d images without a mask file (test set) not converted", unannotated)
+
+
+SOURCE = Source(
+    spec=SourceSpec(
+        name="NERVE",
+        aliases=("US nerve segmentation", "nerve", "ultrasound-nerve-segmentation",
+                 "Kaggle nerve"),
+        url="https://www.kaggle.com/c/ultrasound-nerve-segmentation",
+        citation="Kaggle Ultrasound Nerve Segmentation challenge (2016), "
+                 "https://www.kaggle.com/c/ultrasound-nerve-segmentation.",
+        licence="Kaggle competition rules (non-commercial research)",
+        anatomy="neck / brachial plexus",
+        structures=(STRUCTURE,),
+        kind="2d",
+        native_format="TIFF images and 0/255 TIFF masks (<subject>_<n>[_mask].tif)",
+        real_sample_tests=True,
+        notes="group = subject; empty masks kept as negatives",
+    ),
+    convert=convert,
+)

@@ -1,0 +1,80 @@
+"""USGRA: ultrasound-guided regional anaesthesia nerves and vessels (usgra-seg, CC-BY-4.0).
+
+Layout::
+
+    dataset/images/NNNN.png, dataset/masks/NNNN.png            training images
+    dataset/test/images/NNNN.png, dataset/test/masks/NNNN.png  the dataset's test split
+    dataset/LICENSE
+
+Masks are palette PNGs whose *indices* are the classes: 1 nerve, 2 blood vessel. ``split`` is
+``test`` for the test folder and ``train`` otherwise. Not one of UltraSam's 43 datasets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..coco import CocoWriter
+from ._base import Source, SourceSpec
+from ._read import (IMAGE_SUFFIXES, UnreadableFile, find_dirs, natural_sorted, read_image,
+                    read_mask, relative_source)
+
+LABELS = {1: "nerve", 2: "blood_vessel"}
+
+
+def convert(native_dir: Path, writer: CocoWriter) -> None:
+    """Write every image of every ``images/`` + ``masks/`` folder pair under ``native_dir``."""
+    native_dir = Path(native_dir)
+    for image_dir in find_dirs(native_dir, "images"):
+        mask_dir = image_dir.parent / "masks"
+        if not mask_dir.is_dir():
+            continue
+        split = "test" if image_dir.parent.name.lower() == "test" else "train"
+        for image_path in natural_sorted(p for p in image_dir.iterdir()
+                                         if p.suffix.lower() in IMAGE_SUFFIXES):
+            source = relative_source(image_path, native_dir)
+            mask_path = mask_dir / image_path.name
+            if not mask_path.is_file():
+                writer.warn(source, "no mask file; image skipped")
+                continue
+            try:
+                image = read_image(image_path)
+                label = read_mask(mask_path)
+            except UnreadableFile as e:
+                writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+                continue
+            if label.ndim != 2:
+                writer.warn(source, f"mask has shape {label.shape}, expected palette indices; "
+                                    "pair skipped")
+                continue
+            if label.shape != image.shape[:2]:
+                writer.warn(source, f"image is {image.shape[:2]} but mask is {label.shape}; "
+                                    "pair skipped")
+                continue
+            unknown = sorted(set(np.unique(label).tolist()) - {0, *LABELS})
+            if unknown:
+                writer.warn(source, f"unknown label values {unknown} ignored")
+            writer.add_image(image, {name: label == v for v, name in LABELS.items()},
+                             source=source, split=split, name_parts=(split,))
+
+
+SOURCE = Source(
+    spec=SourceSpec(
+        name="USGRA",
+        aliases=("usgra-seg", "USGRA-seg"),
+        url="https://github.com/tmkand/usgra-seg",
+        citation="usgra-seg: ultrasound-guided regional anaesthesia nerve and vessel "
+                 "segmentation dataset, https://github.com/tmkand/usgra-seg.",
+        licence="CC-BY-4.0",
+        anatomy="peripheral nerves and vessels (regional anaesthesia)",
+        structures=tuple(LABELS.values()),
+        kind="2d",
+        native_format="PNG images; palette PNG masks (index 1 nerve, 2 vessel)",
+        us43d=False,
+        real_sample_tests=True,
+        notes="extra source; test split from the dataset's test folder",
+    ),
+    convert=convert,
+)

@@ -1,0 +1,167 @@
+"""Predictor behaviour on a tiny random model: shapes, prompts, refinement, bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ultrasam import Predictor
+from ultrasam.modeling import build_model
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return Predictor(model)
+
+
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 255, (90, 140, 3), dtype=np.uint8)
+
+
+def test_shapes_match_sampredictor(predictor: Predictor, image: np.ndarray) -> None:
+    predictor.set_image(image)
+    assert predictor.get_image_embedding().shape == (1, 32, 8, 8)
+    masks, iou, low = predictor.predict(point_coords=np.array([[70, 45]]),
+                                        point_labels=np.array([1]))
+    assert masks.shape == (3, 90, 140) and masks.dtype == bool
+    assert iou.shape == (3,) and low.shape == (3, 32, 32)
+    masks, iou, low = predictor.predict(box=np.array([20, 10, 100, 80]), multimask_output=False)
+    assert masks.shape == (1, 90, 140) and iou.shape == (1,) and low.shape == (1, 32, 32)
+    logits, _, _ = predictor.predict(box=np.array([20, 10, 100, 80]), return_logits=True)
+    assert logits.dtype == np.float32
+    assert np.array_equal(logits > 0, predictor.predict(box=np.array([20, 10, 100, 80]))[0])
+
+
+def test_many_points_negatives_box_and_mask(predictor: Predictor, image: np.ndarray) -> None:
+    predictor.set_image(image)
+    pts = np.array([[70, 45], [30, 30], [100, 60], [10, 80], [120, 20]])
+    labels = np.array([1, 0, 1, 0, 0])
+    m1, s1, low = predictor.predict(pts, labels, box=np.array([5, 5, 130, 85]),
+                                    multimask_output=False)
+    m2, s2, _ = predictor.predict(pts, labels, box=np.array([5, 5, 130, 85]), mask_input=low,
+                                  multimask_output=False)
+    assert m2.shape == m1.shape
+    assert not np.allclose(s1, s2)  # the mask prompt is used
+
+
+def test_grayscale_and_bgr(predictor: Predictor, image: np.ndarray) -> None:
+    grey = image[..., 0]
+    predictor.set_image(grey)
+    e1 = predictor.get_image_embedding().clone()
+    predictor.set_image(np.repeat(grey[..., None], 3, axis=2))
+    assert torch.equal(e1, predictor.get_image_embedding())
+    predictor.set_image(image[..., ::-1].copy(), image_format="BGR")
+    e2 = predictor.get_image_embedding().clone()
+    predictor.set_image(image)
+    assert torch.equal(e2, predictor.get_image_embedding())
+
+
+def test_embedding_reuse(predictor: Predictor, image: np.ndarray) -> None:
+    predictor.set_image(image)
+    emb = predictor.get_image_embedding().clone()
+    ref = predictor.predict(point_coords=np.array([[70, 45]]), point_labels=np.array([1]))
+    predictor.reset_image()
+    predictor.set_image_embedding(emb, image.shape[:2])
+    again = predictor.predict(point_coords=np.array([[70, 45]]), point_labels=np.array([1]))
+    for a, b in zip(ref, again):
+        assert np.array_equal(a, b)
+
+
+def test_refine_returns_one_mask(predictor: Predictor, image: np.ndarray) -> None:
+    predictor.set_image(image)
+    for kwargs in ({"point_coords": np.array([[70, 45]]), "point_labels": np.array([1])},
+                   {"box": np.array([20, 10, 100, 80])}):
+        masks, iou, low = predictor.predict(refine=True, **kwargs)
+        assert masks.shape == (1, 90, 140) and iou.shape == (1,) and low.shape == (1, 32, 32)
+
+
+def test_predict_torch_batches(predictor: Predictor, image: np.ndarray) -> None:
+    predictor.set_image(image)
+    boxes = torch.tensor([[20.0, 10, 100, 80], [0, 0, 50, 50]])
+    boxes = predictor.transform.apply_boxes_torch(boxes, image.shape[:2])
+    masks, iou, low = predictor.predict_torch(None, None, boxes, multimask_output=False)
+    assert masks.shape == (2, 1, 90, 140) and iou.shape == (2, 1)
+    single = predictor.predict(box=np.array([0, 0, 50, 50]), multimask_output=False)
+    assert np.allclose(low[1].numpy(), single[2], atol=1e-5)
+    refined = predictor.predict_torch(None, None, boxes, refine=True)
+    assert refined[0].shape == (2, 1, 90, 140)
+
+
+def test_path_input(predictor: Predictor, image: np.ndarray, tmp_path: Path) -> None:
+    path = tmp_path / "scan.png"
+    Image.fromarray(image).save(path)
+    predictor.set_image(path)
+    e1 = predictor.get_image_embedding().clone()
+    predictor.set_image(image)
+    assert torch.equal(e1, predictor.get_image_embedding())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"point_coords": np.array([[200, 10]]), "point_labels": np.array([1])}, "outside"),
+    ({"point_coords": np.array([[-1, 10]]), "point_labels": np.array([1])}, "outside"),
+    ({"point_coords": np.array([[np.nan, 10]]), "point_labels": np.array([1])}, "NaN"),
+    ({"point_coords": np.array([[10, 10]]), "point_labels": np.array([2])}, "1 .foreground. or 0"),
+    ({"point_coords": np.array([[10, 10]]), "point_labels": np.array([1, 0])}, "point_labels"),
+    ({"point_coords": np.array([10, 10]), "point_labels": np.array([1])}, "N x 2"),
+    ({"point_coords": np.array([[10, 10]])}, "together"),
+    ({"box": np.array([50, 10, 20, 80])}, "x1 > x0"),
+    ({"box": np.array([20, 10, 20, 80])}, "x1 > x0"),
+    ({"box": np.array([20, 10, 100, 95])}, "outside"),
+    ({"box": np.array([20, 10, 100])}, "4 numbers"),
+    ({"mask_input": np.zeros((1, 16, 16))}, "mask_input"),
+    ({}, "no prompt"),
+])
+def test_bad_prompts(predictor: Predictor, image: np.ndarray, kwargs: dict, match: str) -> None:
+    predictor.set_image(image)
+    with pytest.raises(ValueError, match=match):
+        predictor.predict(**kwargs)
+
+
+def test_prompt_before_image() -> None:
+    p = Predictor(build_model("tiny"))
+    with pytest.raises(RuntimeError, match="set_image"):
+        p.predict(box=np.array([0, 0, 5, 5]))
+
+
+@pytest.mark.parametrize("bad, exc", [
+    (np.zeros((0, 5), np.uint8), ValueError),
+    (np.zeros((1, 1), np.uint8), ValueError),
+    (np.zeros((4, 4, 4, 4), np.uint8), ValueError),
+    (np.zeros((8, 8, 2), np.uint8), ValueError),
+    ("not/a/file.png", FileNotFoundError),
+    ([[1, 2], [3, 4]], (TypeError, ValueError)),
+])
+def test_bad_images(predictor: Predictor, bad, exc) -> None:
+    with pytest.raises(exc):
+        predictor.set_image(bad)
+
+
+def test_corrupt_file(predictor: Predictor, image: np.ndarray, tmp_path: Path) -> None:
+    path = tmp_path / "scan.png"
+    Image.fromarray(image).save(path)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ValueError, match="broken.png"):
+        predictor.set_image(broken)
+
+
+def test_unusual_image_forms(predictor: Predictor) -> None:
+    rng = np.random.default_rng(1)
+    for arr in (rng.integers(0, 65535, (40, 50), dtype=np.uint16),
+                rng.random((40, 50)).astype(np.float32),
+                rng.integers(0, 255, (40, 50, 4), dtype=np.uint8)):
+        predictor.set_image(arr)
+        assert predictor.original_size == (40, 50)
+    with pytest.raises(ValueError):
+        predictor.set_image(np.full((40, 50), np.nan, np.float32))
