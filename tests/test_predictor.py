@@ -165,3 +165,29 @@ def test_unusual_image_forms(predictor: Predictor) -> None:
         assert predictor.original_size == (40, 50)
     with pytest.raises(ValueError):
         predictor.set_image(np.full((40, 50), np.nan, np.float32))
+
+
+def test_fast_decoder_matches_plain_decoder(predictor: Predictor, image: np.ndarray) -> None:
+    plain = Predictor(predictor.model, fast=False)
+    predictor.set_image(image)
+    plain.set_image(image)
+    prompts = [
+        {"point_coords": np.array([[70, 45]]), "point_labels": np.array([1])},
+        {"point_coords": np.array([[70, 45], [10, 10]]), "point_labels": np.array([1, 0]),
+         "box": np.array([20, 10, 100, 80])},
+        {"box": np.array([20, 10, 100, 80]), "multimask_output": False},
+    ]
+    for kwargs in prompts:
+        a = predictor.predict(**kwargs, return_logits=True)
+        b = plain.predict(**kwargs, return_logits=True)
+        for x, y in zip(a, b):
+            assert np.allclose(x, y, atol=1e-4), kwargs
+        low = a[2][:1]
+        a2 = predictor.predict(**kwargs, mask_input=low, return_logits=True)
+        b2 = plain.predict(**kwargs, mask_input=low, return_logits=True)
+        assert np.allclose(a2[1], b2[1], atol=1e-4) and np.allclose(a2[2], b2[2], atol=1e-4)
+    ra = predictor.predict(point_coords=np.array([[70, 45]]), point_labels=np.array([1]),
+                           refine=True, return_logits=True)
+    rb = plain.predict(point_coords=np.array([[70, 45]]), point_labels=np.array([1]),
+                       refine=True, return_logits=True)
+    assert np.allclose(ra[2], rb[2], atol=1e-4)

@@ -134,7 +134,10 @@ def infer_config(state: dict[str, torch.Tensor]) -> ModelConfig:
         dec_mlp = state["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0]
         internal = state["mask_decoder.transformer.layers.0.cross_attn_token_to_image."
                          "q_proj.weight"].shape[0]
-        mask_in = state["prompt_encoder.mask_downscaling.3.weight"].shape[0]
+        # Absent in checkpoints built without mask refinement: the strict check then lists
+        # the missing mask_downscaling keys.
+        md = state.get("prompt_encoder.mask_downscaling.3.weight")
+        mask_in = md.shape[0] if md is not None else 16
         n_tokens = state["mask_decoder.mask_tokens.weight"].shape[0]
         iou_layers = [k for k in state if k.startswith("mask_decoder.iou_prediction_head.layers.")
                       and k.endswith(".weight")]

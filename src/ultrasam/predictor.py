@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .modeling.fast_decoder import DecoderImageCache, fast_decode, prepare_image
 from .modeling.sam import Sam
 from .refine import refine_two_pass
 from .transforms import ResizeLongestSide
@@ -34,13 +35,17 @@ class Predictor:
     ``return_logits=True`` are always the upsampled logits.
     """
 
-    def __init__(self, model: Sam, postprocessing: PostProcessing = "sam") -> None:
+    def __init__(self, model: Sam, postprocessing: PostProcessing = "sam",
+                 fast: bool = True) -> None:
         if not isinstance(model, Sam):
             raise TypeError(f"Predictor needs an ultrasam Sam model, got {type(model).__name__}")
         if postprocessing not in ("sam", "ultrasam"):
             raise ValueError(f"unknown postprocessing {postprocessing!r}")
         self.model = model
         self.postprocessing = postprocessing
+        # The exact re-associated decoder with per-image caching (see modeling.fast_decoder);
+        # False runs the plain decoder (same outputs up to float rounding).
+        self.fast = fast
         self.transform = ResizeLongestSide(model.img_size, model.config.preprocessing)
         self.reset_image()
 
@@ -127,6 +132,7 @@ class Predictor:
         self.image_warnings = []
         self.image_meta = {}
         self.features: torch.Tensor | None = None
+        self._cache: DecoderImageCache | None = None
         self.original_size: tuple[int, int] | None = None
         self.input_size: tuple[int, int] | None = None
 
@@ -190,13 +196,29 @@ class Predictor:
         if refine:
             sizes = torch.tensor([self.input_size], device=self.device)
             out = refine_two_pass(self.model, self.features, point_coords, point_labels, boxes,
-                                  input_sizes=sizes, mask_inputs=mask_input)
+                                  input_sizes=sizes, mask_inputs=mask_input,
+                                  decode=self._decode)
             low_res, iou = out.logits, out.iou
         else:
-            low_res, iou = self.model.decode(self.features, point_coords, point_labels, boxes,
-                                             mask_input, multimask_output)
+            low_res, iou = self._decode(point_coords, point_labels, boxes, mask_input,
+                                        multimask_output)
         masks = self._postprocess(low_res, return_logits)
         return masks, iou, low_res
+
+    def _decode(self, coords: torch.Tensor | None, labels: torch.Tensor | None,
+                boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits and IoU for B prompts on the current image."""
+        assert self.features is not None
+        if not self.fast:
+            return self.model.decode(self.features, coords, labels, boxes, masks, multimask)
+        if self._cache is None:
+            self._cache = prepare_image(self.model.mask_decoder, self.model.prompt_encoder,
+                                        self.features)
+        points = (coords, labels) if coords is not None and labels is not None else None
+        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        return fast_decode(self.model.mask_decoder, self._cache, sparse,
+                           dense if masks is not None else None, multimask)
 
     def _postprocess(self, low_res: torch.Tensor, return_logits: bool) -> torch.Tensor:
         assert self.original_size and self.input_size

@@ -13,6 +13,7 @@ user prompts in its data pipeline, never to the box it derives: the shift is app
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -72,14 +73,21 @@ def refine_two_pass(model: Sam, image_embeddings: torch.Tensor,
                     point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                     boxes: torch.Tensor | None, image_index: torch.Tensor | None = None,
                     input_sizes: torch.Tensor | None = None,
-                    mask_inputs: torch.Tensor | None = None) -> RefineOutput:
+                    mask_inputs: torch.Tensor | None = None,
+                    decode: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+                    ) -> RefineOutput:
     """Run both passes for P prompts (same layouts as :meth:`Sam.decode`).
 
     Differentiable through both passes (pass 2 receives pass-1 logits, not detached), so
-    training can put its loss on both.
+    training can put its loss on both. ``decode(point_coords, point_labels, boxes,
+    mask_inputs, multimask_output)`` replaces ``model.decode`` on these embeddings (the
+    predictor passes its cached fast path).
     """
-    logits1, iou1 = model.decode(image_embeddings, point_coords, point_labels, boxes,
-                                 mask_inputs, multimask_output=False, image_index=image_index)
+    if decode is None:
+        def decode(c, lab, b, m, multimask):  # type: ignore[no-redef]
+            return model.decode(image_embeddings, c, lab, b, m, multimask_output=multimask,
+                                image_index=image_index)
+    logits1, iou1 = decode(point_coords, point_labels, boxes, mask_inputs, False)
     p = logits1.shape[0]
     # Which prompts already contain a box (Meta layout, or corners labelled 2/3)?
     has_box = torch.zeros(p, dtype=torch.bool, device=logits1.device)
@@ -97,8 +105,7 @@ def refine_two_pass(model: Sam, image_embeddings: torch.Tensor,
     else:
         c2, l2, b2 = _mixed_pass2_prompts(point_coords, point_labels, boxes, derived - 0.5,
                                           use_derived)
-    logits2, iou2 = model.decode(image_embeddings, c2, l2, b2, mask_inputs=logits1,
-                                 multimask_output=True, image_index=image_index)
+    logits2, iou2 = decode(c2, l2, b2, logits1, True)
     best = iou2.argmax(dim=1)
     rows = torch.arange(p, device=best.device)
     return RefineOutput(logits1, iou1, logits2, iou2, logits2[rows, best][:, None],

@@ -27,6 +27,9 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset({
     ("torch._tensor", "_rebuild_from_type_v2"),
     ("torch", "Tensor"),
     ("torch.nn.parameter", "Parameter"),
+    # Protocol-2 pickles (torch.save's default) store numpy bytes via _codecs.encode, which
+    # only turns a str into bytes.
+    ("_codecs", "encode"),
     ("torch", "Size"),
     ("torch", "device"),
     ("torch", "float32"), ("torch", "float16"), ("torch", "bfloat16"), ("torch", "float64"),
