@@ -571,3 +571,13 @@ def test_shapes_helpers() -> None:
     fg, unknown = binary_mask_values(np.array([[0, 1, 255, 7]], np.uint8))
     assert fg.tolist() == [[False, True, True, False]] and unknown == {7: 1}
     assert first_int("microUS_train_07.nii.gz") == 7 and first_int("abc") is None
+
+
+def test_overlapping_polygons_give_their_union() -> None:
+    from ultrasam.data.sources._shapes import polygon_mask
+
+    a = [[0, 0], [10, 0], [10, 10], [0, 10]]
+    b = [[5, 5], [15, 5], [15, 15], [5, 15]]
+    union = polygon_mask([a, b], (20, 20))
+    assert union[7, 7]  # the overlap stays foreground
+    assert union.sum() == (polygon_mask([a], (20, 20)) | polygon_mask([b], (20, 20))).sum()

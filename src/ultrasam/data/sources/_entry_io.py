@@ -2,7 +2,7 @@
 
 Reading a :class:`~._tree.TreeEntry` (a file on disk or an archive member) with the shared 2D
 readers of :mod:`._read`, turning label maps into per-structure masks with a warning for codes the
-dataset does not define, rasterising polygons, filling contour-only labels, and adding an image
+dataset does not define, rasterising polygons, and adding an image
 with a warning (not a crash) when its masks do not fit it.
 """
 
@@ -90,13 +90,6 @@ def label_masks(labels: np.ndarray, codes: Mapping[int, str], writer: CocoWriter
         writer.warn(file, f"unknown label value(s) {unknown} (known: {sorted(codes)}); "
                           "those pixels are left out")
     return masks
-
-
-def fill_holes(mask: np.ndarray) -> np.ndarray:
-    """``H x W`` bool with every enclosed background region filled (contour -> region)."""
-    from scipy import ndimage  # optional dependency (extra "data")
-
-    return ndimage.binary_fill_holes(mask)
 
 
 def polygon_mask(polygons: Sequence[Sequence[Sequence[float]]],

@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 import cv2
 import numpy as np
@@ -56,25 +57,36 @@ class UnreadableFile(ValueError):
         self.reason = reason
 
 
-def _open_array(path: Path) -> tuple[np.ndarray, str]:
-    """Decode the first frame of ``path`` with PIL; returns (array, PIL mode)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
+def decode_array(source: Path | BinaryIO, name: str | Path, palette_as_rgb: bool = False
+                 ) -> np.ndarray:
+    """Decode the first frame of ``source`` (a path or a binary stream) with PIL.
+
+    Palette images give their indices, or RGB colours when ``palette_as_rgb``; 1-bit images give
+    bool. Raises :class:`UnreadableFile` naming ``name`` when the data cannot be decoded. Shared
+    by the path readers here and the bytes readers of :mod:`._shapes` (archive members).
+    """
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
             img.seek(0)  # first frame of multi-frame GIF/TIFF
             img.load()
             mode = img.mode
             if mode == "P" or mode == "PA":
-                return np.asarray(img), mode
+                return np.asarray(img.convert("RGB")) if palette_as_rgb else np.asarray(img)
             if mode == "1":
-                return np.asarray(img.convert("L")) > 0, mode
+                return np.asarray(img.convert("L")) > 0
             if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                return np.asarray(img.convert("RGB")), mode
-            return np.asarray(img), mode
+                return np.asarray(img.convert("RGB"))
+            return np.asarray(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
         # PIL raises OSError for truncated data, SyntaxError for some malformed headers.
-        raise UnreadableFile(path, f"cannot decode image: {e}") from e
+        raise UnreadableFile(name, f"cannot decode image: {e}") from e
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    return path
 
 
 def to_uint8(array: np.ndarray) -> np.ndarray:
@@ -120,11 +132,13 @@ def read_image(path: str | Path) -> np.ndarray:
     (:func:`to_grey_if_uniform`). Raises ``FileNotFoundError`` for a missing file and
     :class:`UnreadableFile` for one that cannot be decoded.
     """
-    path = Path(path)
-    array, mode = _open_array(path)
-    if mode in ("P", "PA"):
-        with Image.open(path) as img:
-            array = np.asarray(img.convert("RGB"))
+    path = _existing(path)
+    return image_from_array(decode_array(path, path, palette_as_rgb=True), path)
+
+
+def image_from_array(array: np.ndarray, name: str | Path) -> np.ndarray:
+    """A decoded array (palette already expanded) as ``H x W`` or ``H x W x 3`` uint8: the
+    channel, depth and grey rules of :func:`read_image`; UnreadableFile names ``name``."""
     if array.ndim == 3:
         if array.shape[2] == 1:
             array = array[..., 0]
@@ -136,9 +150,9 @@ def read_image(path: str | Path) -> np.ndarray:
     if array.ndim == 3:
         array = to_grey_if_uniform(array)
     if array.ndim != 2 and not (array.ndim == 3 and array.shape[2] == 3):
-        raise UnreadableFile(path, f"unexpected image layout {array.shape}")
+        raise UnreadableFile(name, f"unexpected image layout {array.shape}")
     if array.size == 0:
-        raise UnreadableFile(path, "image is empty")
+        raise UnreadableFile(name, "image is empty")
     return np.ascontiguousarray(array)
 
 
@@ -148,10 +162,14 @@ def read_mask(path: str | Path) -> np.ndarray:
     Palette (``P``) masks give their *indices* (the label codes), not colours; 1-bit masks give
     bool; RGB(A) masks give their channels. Raises :class:`UnreadableFile` when undecodable.
     """
-    path = Path(path)
-    array, _ = _open_array(path)
+    path = _existing(path)
+    return mask_from_array(decode_array(path, path), path)
+
+
+def mask_from_array(array: np.ndarray, name: str | Path) -> np.ndarray:
+    """A decoded mask array, contiguous; UnreadableFile naming ``name`` when it is empty."""
     if array.size == 0:
-        raise UnreadableFile(path, "mask is empty")
+        raise UnreadableFile(name, "mask is empty")
     return np.ascontiguousarray(array)
 
 

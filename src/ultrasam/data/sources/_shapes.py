@@ -26,9 +26,8 @@ from typing import Any
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
-from ._read import UnreadableFile, to_grey_if_uniform, to_uint8
+from ._read import decode_array, image_from_array, mask_from_array
 
 __all__ = [
     "points_to_polygon", "polygon_mask", "fill_holes", "coco_segmentation_mask",
@@ -74,8 +73,10 @@ def polygon_mask(polygons: Iterable[Iterable[Sequence[float]] | np.ndarray],
     for p in pts:
         if len(p) < 3:
             raise ValueError(f"polygon with {len(p)} point(s) encloses no area")
-    if pts:
-        cv2.fillPoly(canvas, [p.reshape(-1, 1, 2) for p in pts], 1)
+    # One fillPoly call per polygon: a single call with several polygons applies the even-odd
+    # rule and would empty their overlap instead of taking the union.
+    for p in pts:
+        cv2.fillPoly(canvas, [p.reshape(-1, 1, 2)], 1)
     return canvas.astype(bool)
 
 
@@ -263,48 +264,17 @@ def format_unknown(unknown: Mapping[Any, int]) -> str:
 
 
 # -- bytes -> arrays ----------------------------------------------------------------------------
-def _decode(data: bytes, name: str) -> tuple[np.ndarray, str]:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.seek(0)
-            img.load()
-            mode = img.mode
-            if mode in ("P", "PA"):
-                return np.asarray(img), mode
-            if mode == "1":
-                return np.asarray(img.convert("L")) > 0, mode
-            if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-                return np.asarray(img.convert("RGB")), mode
-            return np.asarray(img), mode
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise UnreadableFile(name, f"cannot decode image: {e}") from e
-
-
 def decode_image_bytes(data: bytes, name: str) -> np.ndarray:
     """Encoded image bytes -> ``H x W`` or ``H x W x 3`` uint8, as ``_read.read_image`` does.
 
     ``name`` is only used in the :class:`UnreadableFile` raised for undecodable data.
     """
-    array, mode = _decode(data, name)
-    if mode in ("P", "PA"):
-        with Image.open(io.BytesIO(data)) as img:
-            array = np.asarray(img.convert("RGB"))
-    if array.ndim == 3:
-        array = array[..., 0] if array.shape[2] <= 2 else array[..., :3]
-    array = to_uint8(array)
-    if array.ndim == 3:
-        array = to_grey_if_uniform(array)
-    if array.size == 0:
-        raise UnreadableFile(name, "image is empty")
-    return np.ascontiguousarray(array)
+    return image_from_array(decode_array(io.BytesIO(data), name, palette_as_rgb=True), name)
 
 
 def decode_mask_bytes(data: bytes, name: str) -> np.ndarray:
     """Encoded mask bytes -> stored values (palette indices, not colours), as ``read_mask``."""
-    array, _ = _decode(data, name)
-    if array.size == 0:
-        raise UnreadableFile(name, "mask is empty")
-    return np.ascontiguousarray(array)
+    return mask_from_array(decode_array(io.BytesIO(data), name), name)
 
 
 def first_int(text: str) -> int | None:

@@ -18,8 +18,9 @@ import numpy as np
 
 from ..coco import CocoWriter, SPLIT_NAMES
 from ._base import Source, SourceSpec
-from ._entry_io import add_or_warn, read_entry_image, read_entry_mask
-from ._read import IMAGE_SUFFIXES, UnreadableFile, colour_match, natural_key
+from ._entry_io import add_or_warn
+from ._pairs import read_entry_pair
+from ._read import IMAGE_SUFFIXES, colour_match, natural_key
 from ._tree import NativeTree, TreeEntry
 
 COLOURS: dict[tuple[int, int, int], str] = {
@@ -50,12 +51,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if key not in annots:
                 writer.warn(img_e.path, "no annotation with the same name; skipped")
                 continue
-            try:
-                image = read_entry_image(img_e)
-                colour = read_entry_mask(annots[key])
-            except UnreadableFile as e:
-                writer.warn(str(e.path), e.reason)
+            read = read_entry_pair(img_e, annots[key], writer)
+            if read is None:
                 continue
+            image, colour = read
             if colour.ndim != 3 or colour.shape[2] < 3:
                 writer.warn(annots[key].path, f"annotation is not an RGB colour map "
                                               f"(shape {colour.shape}); skipped")

@@ -12,8 +12,9 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._entry_io import add_or_warn, read_entry_image, read_entry_mask
-from ._read import UnreadableFile, natural_key, threshold
+from ._entry_io import add_or_warn
+from ._pairs import read_entry_pair
+from ._read import natural_key, threshold
 from ._tree import NativeTree, TreeEntry
 
 _ROLE = re.compile(r"^(?P<key>.*?)[ _\-]*(?P<role>image|mask)$", re.IGNORECASE)
@@ -44,12 +45,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if key not in masks:
                 writer.warn(img_e.path, "no '<n> Mask' file; skipped")
                 continue
-            try:
-                image = read_entry_image(img_e)
-                mask = threshold(read_entry_mask(masks[key]), 150)
-            except UnreadableFile as e:
-                writer.warn(str(e.path), e.reason)
+            read = read_entry_pair(img_e, masks[key], writer)
+            if read is None:
                 continue
+            image, mask = read[0], threshold(read[1], 150)
             label = _label(img_e)
             add_or_warn(writer, image, {"breast_lesion": mask}, img_e.path, label=label,
                         name_parts=(label or "",))

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._entry_io import add_or_warn, binary_mask, read_entry_image, read_entry_mask
-from ._read import UnreadableFile, natural_key, resize_nearest
+from ._entry_io import add_or_warn, binary_mask
+from ._pairs import read_entry_pair
+from ._read import natural_key, resize_nearest
 from ._tree import NativeTree, TreeEntry
 
 _LABELS = ("benign", "malignant")
@@ -42,12 +43,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if key not in masks:
                 writer.warn(img_e.path, "no mask with the same name; skipped")
                 continue
-            try:
-                image = read_entry_image(img_e)
-                mask = binary_mask(read_entry_mask(masks[key]))
-            except UnreadableFile as e:
-                writer.warn(str(e.path), e.reason)
+            read = read_entry_pair(img_e, masks[key], writer)
+            if read is None:
                 continue
+            image, mask = read[0], binary_mask(read[1])
             if mask.shape != image.shape[:2]:
                 writer.warn(masks[key].path, f"mask {mask.shape[1]}x{mask.shape[0]} resized to "
                                              f"the image {image.shape[1]}x{image.shape[0]}")

@@ -21,8 +21,8 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import (UnreadableFile, find_dirs, natural_sorted, read_image, read_mask,
-                    relative_source, threshold)
+from ._pairs import read_file_pair, sizes_match
+from ._read import find_dirs, natural_sorted, relative_source, threshold
 
 STRUCTURE = "breast_lesion"
 _PATIENT = re.compile(r"^([A-Za-z]+)_\d+$")
@@ -66,16 +66,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if not mask_path.is_file():
                 writer.warn(source, "no mask file; image skipped")
                 continue
-            try:
-                image = read_image(image_path)
-                raw = read_mask(mask_path)
-            except UnreadableFile as e:
-                writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+            read = read_file_pair(image_path, mask_path, native_dir, writer)
+            if read is None or not sizes_match(*read, source, writer):
                 continue
-            if raw.shape[:2] != image.shape[:2]:
-                writer.warn(source, f"image is {image.shape[:2]} but mask is {raw.shape[:2]}; "
-                                    "pair skipped")
-                continue
+            image, raw = read
             lesion = threshold(raw, 128)
             colour = _colour_label(raw)
             label = info.get(image_path.name, colour if colour != "lesion" else None)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import (UnreadableFile, find_dirs, natural_sorted, read_image, read_mask,
-                    relative_source, threshold)
+from ._pairs import read_file_pair, sizes_match
+from ._read import find_dirs, natural_sorted, relative_source, threshold
 
 STRUCTURE = "breast_lesion"
 TEST_FOLD = "1"
@@ -52,16 +52,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if not mask_path.is_file():
                 writer.warn(source, "no mask file; image skipped")
                 continue
-            try:
-                image = read_image(image_path)
-                lesion = threshold(read_mask(mask_path), 128)
-            except UnreadableFile as e:
-                writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+            read = read_file_pair(image_path, mask_path, native_dir, writer)
+            if read is None or not sizes_match(*read, source, writer):
                 continue
-            if lesion.shape != image.shape[:2]:
-                writer.warn(source, f"image is {image.shape[:2]} but mask is {lesion.shape}; "
-                                    "pair skipped")
-                continue
+            image, lesion = read[0], threshold(read[1], 128)
             row = meta.get(image_id, {})
             fold = folds.get(image_id, {}).get("kFold", "").strip()
             split = None if not fold else ("test" if fold == TEST_FOLD else "train")

@@ -17,7 +17,8 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._entry_io import add_or_warn, fill_holes, label_masks
+from ._entry_io import add_or_warn, label_masks
+from ._shapes import fill_holes
 from ._tree import NativeTree, TreeEntry
 from ._volumes import read_nifti, volume_to_uint8
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import (IMAGE_SUFFIXES, UnreadableFile, find_dirs, natural_sorted, read_image,
-                    read_mask, relative_source, threshold)
+from ._pairs import read_file_pair, sizes_match
+from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, relative_source, threshold
 
 STRUCTURE = "carotid_artery"
 _SLICE = re.compile(r"^(?P<recording>.+?)_slice_(?P<n>\d+)$", re.IGNORECASE)
@@ -38,16 +38,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if not mask_path.is_file():
                 writer.warn(source, "no mask file; image skipped")
                 continue
-            try:
-                image = read_image(image_path)
-                artery = threshold(read_mask(mask_path), 128)
-            except UnreadableFile as e:
-                writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+            read = read_file_pair(image_path, mask_path, native_dir, writer)
+            if read is None or not sizes_match(*read, source, writer):
                 continue
-            if artery.shape != image.shape[:2]:
-                writer.warn(source, f"image is {image.shape[:2]} but mask is {artery.shape}; "
-                                    "pair skipped")
-                continue
+            image, artery = read[0], threshold(read[1], 128)
             m = _SLICE.match(image_path.stem)
             writer.add_image(image, {STRUCTURE: artery}, source=source,
                              group=m["recording"] if m else None,

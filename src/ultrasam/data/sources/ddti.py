@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import (IMAGE_SUFFIXES, UnreadableFile, find_dirs, natural_sorted, read_image,
-                    read_mask, relative_source, threshold)
+from ._pairs import read_file_pair, sizes_match
+from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, relative_source, threshold
 
 STRUCTURE = "thyroid_nodule"
 _CASE = re.compile(r"^(?P<case>\d+)_")
@@ -57,16 +57,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                 if mask_path is None:
                     writer.warn(source, "no mask file; image skipped")
                     continue
-                try:
-                    image = read_image(image_path)
-                    nodule = threshold(read_mask(mask_path), 128)
-                except UnreadableFile as e:
-                    writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+                read = read_file_pair(image_path, mask_path, native_dir, writer)
+                if read is None or not sizes_match(*read, source, writer):
                     continue
-                if nodule.shape != image.shape[:2]:
-                    writer.warn(source, f"image is {image.shape[:2]} but mask is "
-                                        f"{nodule.shape}; pair skipped")
-                    continue
+                image, nodule = read[0], threshold(read[1], 128)
                 m = _CASE.match(image_path.stem)
                 score = tirads.get(image_path.stem)
                 writer.add_image(image, {STRUCTURE: nodule}, source=source,

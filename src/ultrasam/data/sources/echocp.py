@@ -19,10 +19,11 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
+from ._pairs import complete_pair, read_nifti_entry
 from ._read import natural_key
 from ._shapes import add_labelled_slices
 from ._tree import NativeTree, TreeEntry
-from ._volumes import read_nifti, volume_to_uint8
+from ._volumes import volume_to_uint8
 
 SPEC = SourceSpec(
     name="EchoCP",
@@ -64,26 +65,18 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             raise FileNotFoundError(f"no EchoCP label volumes under {native_dir}: expected "
                                     "EchoCP_dataset/*_label.nii.gz")
         for key in sorted(pairs, key=lambda k: (k[0], natural_key(k[1]))):
-            pair = pairs[key]
-            if "label" not in pair or "image" not in pair:
-                present = pair.get("image") or pair.get("label")
-                assert present is not None  # a pair holds at least the entry that created it
-                writer.warn(present.path,
-                            "no matching " + ("label" if "label" not in pair else "image"))
-                continue
-            _convert_pair(pair["image"], pair["label"], writer)
+            entries = complete_pair(pairs[key].get("image"), pairs[key].get("label"), writer,
+                                    mask_word="label")
+            if entries is not None:
+                _convert_pair(*entries, writer)
 
 
 def _convert_pair(image_entry: TreeEntry, label_entry: TreeEntry, writer: CocoWriter) -> None:
-    try:
-        frames = read_nifti(image_entry.read_bytes()).array
-    except (ValueError, OSError) as e:
-        writer.warn(image_entry.path, f"skipped: {e}")
+    frames = read_nifti_entry(image_entry, writer)
+    if frames is None:
         return
-    try:
-        label = read_nifti(label_entry.read_bytes()).array
-    except (ValueError, OSError) as e:
-        writer.warn(label_entry.path, f"skipped: {e}")
+    label = read_nifti_entry(label_entry, writer)
+    if label is None:
         return
     frames = volume_to_uint8(frames)
     stem = image_entry.name.split("_image")[0].split("_IMAGE")[0]

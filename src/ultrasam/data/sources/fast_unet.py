@@ -17,8 +17,10 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._entry_io import add_or_warn, binary_mask, fill_holes, read_entry_image, read_entry_mask
-from ._read import IMAGE_SUFFIXES, UnreadableFile, natural_key
+from ._entry_io import add_or_warn, binary_mask
+from ._pairs import read_entry_pair
+from ._read import IMAGE_SUFFIXES, natural_key
+from ._shapes import fill_holes
 from ._tree import NativeTree, TreeEntry, rar_unavailable_message
 
 TASKS = {"ac": "fetal_abdomen", "hc": "fetal_head"}
@@ -56,12 +58,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if key not in masks:
                 writer.warn(img_e.path, "no mask with the same name; skipped")
                 continue
-            try:
-                image = read_entry_image(img_e)
-                mask = fill_holes(binary_mask(read_entry_mask(masks[key])))
-            except UnreadableFile as e:
-                writer.warn(str(e.path), e.reason)
+            read = read_entry_pair(img_e, masks[key], writer)
+            if read is None:
                 continue
+            image, mask = read[0], fill_holes(binary_mask(read[1]))
             add_or_warn(writer, image, {TASKS[key[0]]: mask}, img_e.path,
                         name_parts=(key[0].upper(),))
 

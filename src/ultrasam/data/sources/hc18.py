@@ -26,7 +26,8 @@ from scipy import ndimage
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import UnreadableFile, natural_sorted, read_image, read_mask, relative_source, threshold
+from ._pairs import read_file_pair, sizes_match
+from ._read import natural_sorted, relative_source, threshold
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             else:
                 writer.warn(source, "no annotation file; image skipped")
             continue
-        try:
-            image = read_image(image_path)
-            outline = threshold(read_mask(mask_path), 128)
-        except UnreadableFile as e:
-            writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+        read = read_file_pair(image_path, mask_path, native_dir, writer)
+        if read is None or not sizes_match(*read, source, writer, what="annotation"):
             continue
-        if outline.shape != image.shape[:2]:
-            writer.warn(source, f"image is {image.shape[:2]} but annotation is {outline.shape}; "
-                                "pair skipped")
-            continue
+        image, outline = read[0], threshold(read[1], 128)
         ps = sizes.get(image_path.name)
         subject = _IMAGE.match(image_path.stem)["subject"]  # type: ignore[index]
         writer.add_image(image, {STRUCTURE: fill_head(outline)}, source=source, group=subject,

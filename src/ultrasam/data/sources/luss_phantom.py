@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import IMAGE_SUFFIXES, UnreadableFile, natural_key
-from ._shapes import decode_image_bytes, decode_mask_bytes, format_unknown, split_label_values
+from ._pairs import Pair, add_or_skip, collect_pairs, load_pair, role_folder_key
+from ._read import IMAGE_SUFFIXES, natural_key
+from ._shapes import format_unknown, split_label_values
 from ._tree import NativeTree, TreeEntry
 
 SPEC = SourceSpec(
@@ -38,24 +39,17 @@ _SPLITS = {"train": "train", "training": "train", "test": "test", "testing": "te
            "val": "val", "validation": "val"}
 
 
+_ROLES = {"mask": ("masks", "mask"), "image": ("images", "image")}
+
+
 def _key(entry: TreeEntry) -> tuple[tuple[str, ...], str] | None:
-    folders = [p.lower() for p in entry.parts[:-1]]
-    for role, names in (("mask", ("masks", "mask")), ("image", ("images", "image"))):
-        for i in range(len(folders) - 1, -1, -1):
-            if folders[i] in names:
-                rest = tuple(entry.parts[:i]) + tuple(entry.parts[i + 1:-1]) + (entry.stem,)
-                return rest, role
-    return None
+    return role_folder_key(entry, _ROLES)
 
 
 def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Convert a LUSS phantom tree into ``writer``; see the module docstring."""
-    pairs: dict[tuple[str, ...], dict[str, TreeEntry]] = {}
     with NativeTree(native_dir, on_unreadable=writer.warn) as tree:
-        for entry in tree.files(lambda e: e.suffix in IMAGE_SUFFIXES):
-            found = _key(entry)
-            if found is not None:
-                pairs.setdefault(found[0], {})[found[1]] = entry
+        pairs = collect_pairs(tree.files(lambda e: e.suffix in IMAGE_SUFFIXES), _key)
         if not any("mask" in p for p in pairs.values()):
             raise FileNotFoundError(f"no LUSS label maps under {native_dir}: expected PNGs "
                                     "with a 'masks' folder in their path")
@@ -64,28 +58,17 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             _convert_pair(pairs[key], split, writer)
 
 
-def _convert_pair(pair: dict[str, TreeEntry], split: str | None, writer: CocoWriter) -> None:
-    image_entry, mask_entry = pair.get("image"), pair.get("mask")
-    if image_entry is None or mask_entry is None:
-        present = image_entry or mask_entry
-        assert present is not None  # a pair holds at least the entry that created it
-        writer.warn(present.path, "no matching " + ("mask" if mask_entry is None else "image"))
+def _convert_pair(pair: Pair, split: str | None, writer: CocoWriter) -> None:
+    loaded = load_pair(pair.get("image"), pair.get("mask"), writer)
+    if loaded is None:
         return
-    try:
-        image = decode_image_bytes(image_entry.read_bytes(), image_entry.path)
-        raw = decode_mask_bytes(mask_entry.read_bytes(), mask_entry.path)
-    except (UnreadableFile, OSError) as e:
-        writer.warn(str(getattr(e, "path", image_entry.path)), getattr(e, "reason", str(e)))
-        return
+    image_entry, mask_entry, image, raw = loaded
     grey = raw if raw.ndim == 2 else raw[..., :3].max(axis=2)
     masks, unknown = split_label_values(grey, _VALUES)
     if unknown:
         writer.warn(mask_entry.path, f"unknown label {format_unknown(unknown)}; "
                                      "expected class codes 1-5")
-    try:
-        writer.add_image(image, masks, source=image_entry.path, split=split)
-    except ValueError as e:
-        writer.warn(mask_entry.path, f"skipped: {e}")
+    add_or_skip(writer, image, masks, mask_entry.path, source=image_entry.path, split=split)
 
 
 SOURCE = Source(spec=SPEC, convert=convert)

@@ -26,8 +26,8 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import (UnreadableFile, find_dirs, natural_sorted, nonzero, read_image, read_mask,
-                    relative_source)
+from ._pairs import read_file_pair, sizes_match
+from ._read import find_dirs, natural_sorted, nonzero, relative_source
 
 STRUCTURE = "ovarian_tumor"
 # Official palette (RGB) -> tumour type, spelled as the shared copy's folders.
@@ -99,16 +99,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if ann_path is None:
                 writer.warn(source, "no annotation file; image skipped")
                 continue
-            try:
-                image = read_image(image_path)
-                raw = read_mask(ann_path)
-            except UnreadableFile as e:
-                writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+            read = read_file_pair(image_path, ann_path, native_dir, writer)
+            if read is None or not sizes_match(*read, source, writer, what="annotation"):
                 continue
-            if raw.shape[:2] != image.shape[:2]:
-                writer.warn(source, f"image is {image.shape[:2]} but annotation is "
-                                    f"{raw.shape[:2]}; pair skipped")
-                continue
+            image, raw = read
             label = _TYPES.get(images_dir.parent.name.lower()) or _colour_label(raw)
             split = by_path.get(_key(source), by_stem.get(image_path.stem))
             writer.add_image(image, {STRUCTURE: nonzero(raw)}, source=source, split=split,

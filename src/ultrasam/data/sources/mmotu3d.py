@@ -15,8 +15,8 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import IMAGE_SUFFIXES, UnreadableFile, natural_key, nonzero
-from ._shapes import decode_image_bytes, decode_mask_bytes
+from ._pairs import Pair, add_or_skip, collect_pairs, load_pair
+from ._read import IMAGE_SUFFIXES, natural_key, nonzero
 from ._tree import NativeTree, TreeEntry
 
 SPEC = SourceSpec(
@@ -36,6 +36,20 @@ SPEC = SourceSpec(
 _ROLES = {"images": "image", "annotations": "mask"}
 _SPLIT_FILE = re.compile(r"(train|val|test)", re.IGNORECASE)
 _SPLITS = {"train": "train", "val": "val", "test": "test"}
+
+
+def _key(entry: TreeEntry) -> tuple[tuple[str, str], str] | None:
+    """((folder above images/annotations, stem), role) or None; ``<stem>_binary`` masks get the
+    role ``binary``."""
+    if entry.suffix not in IMAGE_SUFFIXES or len(entry.parts) < 2:
+        return None
+    role = _ROLES.get(entry.parts[-2].lower())
+    if role is None:
+        return None
+    stem = entry.stem
+    if role == "mask" and stem.lower().endswith("_binary"):
+        stem, role = stem[: -len("_binary")], "binary"
+    return ("/".join(entry.parts[:-2]), stem), role
 
 
 def _read_split_lists(entries: list[TreeEntry], writer: CocoWriter
@@ -63,20 +77,10 @@ def _read_split_lists(entries: list[TreeEntry], writer: CocoWriter
 
 def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Convert an MMOTU OTU_3d tree into ``writer``; see the module docstring."""
-    pairs: dict[tuple[str, str], dict[str, TreeEntry]] = {}
     with NativeTree(native_dir, on_unreadable=writer.warn) as tree:
         entries = tree.files()
         lists = _read_split_lists([e for e in entries if e.suffix == ".txt"], writer)
-        for entry in entries:
-            if entry.suffix not in IMAGE_SUFFIXES or len(entry.parts) < 2:
-                continue
-            role = _ROLES.get(entry.parts[-2].lower())
-            if role is None:
-                continue
-            stem = entry.stem
-            if role == "mask" and stem.lower().endswith("_binary"):
-                stem, role = stem[: -len("_binary")], "binary"
-            pairs.setdefault(("/".join(entry.parts[:-2]), stem), {})[role] = entry
+        pairs = collect_pairs(entries, _key)
         if not pairs:
             raise FileNotFoundError(f"no MMOTU_3d files under {native_dir}: expected "
                                     "images/*.JPG and annotations/*.PNG")
@@ -85,26 +89,15 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             _convert_pair(pairs[key], split, label, writer)
 
 
-def _convert_pair(pair: dict[str, TreeEntry], split: str | None, label: str | None,
+def _convert_pair(pair: Pair, split: str | None, label: str | None,
                   writer: CocoWriter) -> None:
-    image_entry = pair.get("image")
-    mask_entry = pair.get("mask") or pair.get("binary")
-    if image_entry is None or mask_entry is None:
-        present = image_entry or mask_entry
-        assert present is not None  # a pair holds at least the entry that created it
-        writer.warn(present.path, "no matching " + ("mask" if mask_entry is None else "image"))
+    # The colour annotation is preferred; the ``*_binary`` export stands in when it is missing.
+    loaded = load_pair(pair.get("image"), pair.get("mask") or pair.get("binary"), writer)
+    if loaded is None:
         return
-    try:
-        image = decode_image_bytes(image_entry.read_bytes(), image_entry.path)
-        lesion = nonzero(decode_mask_bytes(mask_entry.read_bytes(), mask_entry.path))
-    except (UnreadableFile, OSError) as e:
-        writer.warn(str(getattr(e, "path", image_entry.path)), getattr(e, "reason", str(e)))
-        return
-    try:
-        writer.add_image(image, {"ovarian_tumor": lesion}, source=image_entry.path, split=split,
-                         label=label)
-    except ValueError as e:
-        writer.warn(mask_entry.path, f"skipped: {e}")
+    image_entry, mask_entry, image, raw = loaded
+    add_or_skip(writer, image, {"ovarian_tumor": nonzero(raw)}, mask_entry.path,
+                source=image_entry.path, split=split, label=label)
 
 
 SOURCE = Source(spec=SPEC, convert=convert)

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
+from ._pairs import read_nifti_entry
 from ._shapes import add_labelled_slices, first_int
 from ._tree import NativeTree, TreeEntry
-from ._volumes import read_nifti, volume_to_uint8
+from ._volumes import volume_to_uint8
 
 SPEC = SourceSpec(
     name="MUP",
@@ -99,15 +100,11 @@ def scan_record(tree: NativeTree) -> dict[tuple[str, int], Case]:
 def convert_case(case: Case, annotation: TreeEntry, writer: CocoWriter) -> None:
     """Slice ``case.image`` and ``annotation`` into ``writer`` (warning when unreadable)."""
     assert case.image is not None
-    try:
-        image = read_nifti(case.image.read_bytes()).array
-    except (ValueError, OSError) as e:
-        writer.warn(case.image.path, f"skipped: {e}")
+    image = read_nifti_entry(case.image, writer)
+    if image is None:
         return
-    try:
-        label = read_nifti(annotation.read_bytes()).array
-    except (ValueError, OSError) as e:
-        writer.warn(annotation.path, f"skipped: {e}")
+    label = read_nifti_entry(annotation, writer)
+    if label is None:
         return
     if image.ndim != 3:
         writer.warn(case.image.path, f"expected a 3D volume, got shape {image.shape}; skipped")

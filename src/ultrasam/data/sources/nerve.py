@@ -14,7 +14,8 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import UnreadableFile, natural_sorted, read_image, read_mask, relative_source, threshold
+from ._pairs import read_file_pair, sizes_match
+from ._read import natural_sorted, relative_source, threshold
 
 log = logging.getLogger(__name__)
 
@@ -34,16 +35,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         if not mask_path.is_file():
             unannotated += 1  # the competition's test images carry no mask
             continue
-        try:
-            image = read_image(image_path)
-            nerve = threshold(read_mask(mask_path), 128)
-        except UnreadableFile as e:
-            writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+        read = read_file_pair(image_path, mask_path, native_dir, writer)
+        if read is None or not sizes_match(*read, source, writer):
             continue
-        if nerve.shape != image.shape[:2]:
-            writer.warn(source, f"image is {image.shape[:2]} but mask is {nerve.shape}; "
-                                "pair skipped")
-            continue
+        image, nerve = read[0], threshold(read[1], 128)
         subject = _IMAGE.match(image_path.stem)["subject"]  # type: ignore[index]
         writer.add_image(image, {STRUCTURE: nerve}, source=source, group=subject,
                          name_parts=(f"s{subject}",))

@@ -17,8 +17,9 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import (UnreadableFile, find_dirs, natural_sorted, relative_source, to_grey_if_uniform,
-                    to_uint8)
+from ._pairs import sizes_match
+from ._read import (UnreadableFile, find_dirs, natural_sorted, relative_source,
+                   to_grey_if_uniform, to_uint8)
 from ._volumes import read_metaimage
 
 
@@ -74,9 +75,7 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             except UnreadableFile as e:
                 writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
                 continue
-            if label.shape != image.shape[:2]:
-                writer.warn(source, f"image is {image.shape[:2]} but label is {label.shape}; "
-                                    "pair skipped")
+            if not sizes_match(image, label, source, writer, what="label"):
                 continue
             unknown = sorted(set(np.unique(label).tolist()) - {0, *LABELS})
             if unknown:

@@ -25,10 +25,11 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
+from ._pairs import complete_pair, read_nifti_entry
 from ._read import natural_key
 from ._shapes import format_unknown
 from ._tree import NativeTree, TreeEntry
-from ._volumes import read_nifti, volume_to_uint8
+from ._volumes import volume_to_uint8
 
 SPEC = SourceSpec(
     name="regPro",
@@ -90,27 +91,19 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             raise FileNotFoundError(f"no regPro ultrasound labels under {native_dir}: expected "
                                     "{train,val}/us_labels/*.nii.gz (in train.zip / val.zip)")
         for key in sorted(pairs, key=lambda k: (k[0], k[1], natural_key(k[2]))):
-            pair = pairs[key]
-            if "image" not in pair or "label" not in pair:
-                present = pair.get("image") or pair.get("label")
-                assert present is not None  # a pair holds at least the entry that created it
-                writer.warn(present.path,
-                            "no matching " + ("label" if "label" not in pair else "image"))
-                continue
-            _convert_case(pair["image"], pair["label"], key[2], key[1] or None, writer)
+            entries = complete_pair(pairs[key].get("image"), pairs[key].get("label"), writer,
+                                    mask_word="label")
+            if entries is not None:
+                _convert_case(*entries, key[2], key[1] or None, writer)
 
 
 def _convert_case(image_entry: TreeEntry, label_entry: TreeEntry, case: str,
                   split: str | None, writer: CocoWriter) -> None:
-    try:
-        image = read_nifti(image_entry.read_bytes()).array
-    except (ValueError, OSError) as e:
-        writer.warn(image_entry.path, f"skipped: {e}")
+    image = read_nifti_entry(image_entry, writer)
+    if image is None:
         return
-    try:
-        raw = read_nifti(label_entry.read_bytes()).array
-    except (ValueError, OSError) as e:
-        writer.warn(label_entry.path, f"skipped: {e}")
+    raw = read_nifti_entry(label_entry, writer)
+    if raw is None:
         return
     if image.ndim != 3:
         writer.warn(image_entry.path, f"expected a 3D volume, got shape {image.shape}; skipped")

@@ -18,8 +18,9 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import IMAGE_SUFFIXES, UnreadableFile, natural_key
-from ._shapes import decode_image_bytes, decode_mask_bytes, format_unknown, split_label_values
+from ._pairs import Pair, add_or_skip, load_pair
+from ._read import IMAGE_SUFFIXES, natural_key
+from ._shapes import format_unknown, split_label_values
 from ._tree import NativeTree, TreeEntry
 
 SPEC = SourceSpec(
@@ -84,19 +85,11 @@ def _snap_levels(mask: np.ndarray) -> np.ndarray:
     return levels[idx].astype(np.uint8)
 
 
-def _convert_pair(pair: dict[str, TreeEntry], split: str, writer: CocoWriter) -> None:
-    image_entry, mask_entry = pair.get("image"), pair.get("mask")
-    if image_entry is None or mask_entry is None:
-        present = image_entry or mask_entry
-        assert present is not None  # a pair holds at least the entry that created it
-        writer.warn(present.path, "no matching " + ("mask" if mask_entry is None else "image"))
+def _convert_pair(pair: Pair, split: str, writer: CocoWriter) -> None:
+    loaded = load_pair(pair.get("image"), pair.get("mask"), writer)
+    if loaded is None:
         return
-    try:
-        image = decode_image_bytes(image_entry.read_bytes(), image_entry.path)
-        raw = decode_mask_bytes(mask_entry.read_bytes(), mask_entry.path)
-    except (UnreadableFile, OSError) as e:
-        writer.warn(str(getattr(e, "path", image_entry.path)), getattr(e, "reason", str(e)))
-        return
+    image_entry, mask_entry, image, raw = loaded
     grey = raw if raw.ndim == 2 else raw[..., :3].max(axis=2)
     if mask_entry.suffix in (".jpg", ".jpeg"):
         grey = _snap_levels(grey)
@@ -113,11 +106,8 @@ def _convert_pair(pair: dict[str, TreeEntry], split: str, writer: CocoWriter) ->
     lesion = np.zeros(grey.shape, bool)
     for m in classes.values():
         lesion |= m
-    try:
-        writer.add_image(image, {"breast_lesion": lesion}, source=image_entry.path, split=split,
-                         label=label)
-    except ValueError as e:
-        writer.warn(mask_entry.path, f"skipped: {e}")
+    add_or_skip(writer, image, {"breast_lesion": lesion}, mask_entry.path,
+                source=image_entry.path, split=split, label=label)
 
 
 SOURCE = Source(spec=SPEC, convert=convert)

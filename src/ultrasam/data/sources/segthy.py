@@ -24,10 +24,11 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
+from ._pairs import read_nifti_entry
 from ._read import natural_key
 from ._shapes import add_labelled_slices
 from ._tree import NativeTree, TreeEntry
-from ._volumes import read_nifti, volume_to_uint8
+from ._volumes import volume_to_uint8
 
 SPEC = SourceSpec(
     name="Segthy",
@@ -94,20 +95,16 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
 
 def _convert_case(key: str, volume: TreeEntry, label_entries: list[TreeEntry],
                   writer: CocoWriter) -> None:
-    try:
-        image = read_nifti(volume.read_bytes()).array
-    except (ValueError, OSError) as e:
-        writer.warn(volume.path, f"skipped: {e}")
+    image = read_nifti_entry(volume, writer)
+    if image is None:
         return
     if image.ndim != 3:
         writer.warn(volume.path, f"expected a 3D volume, got shape {image.shape}; skipped")
         return
     merged: np.ndarray | None = None
     for entry in label_entries:
-        try:
-            label = read_nifti(entry.read_bytes()).array
-        except (ValueError, OSError) as e:
-            writer.warn(entry.path, f"skipped: {e}")
+        label = read_nifti_entry(entry, writer)
+        if label is None:
             continue
         if label.shape != image.shape:
             writer.warn(entry.path, f"label shape {label.shape} differs from volume shape "

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import IMAGE_SUFFIXES, UnreadableFile, natural_key
-from ._shapes import binary_mask_values, decode_image_bytes, decode_mask_bytes, format_unknown
+from ._pairs import (Pair, add_or_skip, binary_foreground, collect_pairs, load_pair,
+                     role_folder_key)
+from ._read import IMAGE_SUFFIXES, natural_key
 from ._tree import NativeTree, TreeEntry
 
 SPEC = SourceSpec(
@@ -37,25 +38,18 @@ _MUSCLES = {"bb": "biceps_brachii", "gm": "gastrocnemius_medialis", "ta": "tibia
 _CONDITIONS = {"healthy": "healthy", "pathological": "pathological"}
 
 
+_ROLES = {"mask": ("masks",), "image": ("images",)}
+
+
 def _key(entry: TreeEntry) -> tuple[tuple[str, ...], str] | None:
     """((path without the Images/Masks folder), role) or None for other files."""
-    folders = [p.lower() for p in entry.parts[:-1]]
-    for role, folder in (("mask", "masks"), ("image", "images")):
-        if folder in folders:
-            i = len(folders) - 1 - folders[::-1].index(folder)
-            rest = tuple(entry.parts[:i]) + tuple(entry.parts[i + 1:-1]) + (entry.stem,)
-            return rest, role
-    return None
+    return role_folder_key(entry, _ROLES)
 
 
 def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Convert an STMUS_NDA tree into ``writer``; see the module docstring."""
-    pairs: dict[tuple[str, ...], dict[str, TreeEntry]] = {}
     with NativeTree(native_dir, on_unreadable=writer.warn) as tree:
-        for entry in tree.files(lambda e: e.suffix in IMAGE_SUFFIXES):
-            found = _key(entry)
-            if found is not None:
-                pairs.setdefault(found[0], {})[found[1]] = entry
+        pairs = collect_pairs(tree.files(lambda e: e.suffix in IMAGE_SUFFIXES), _key)
         if not any("mask" in p for p in pairs.values()):
             raise FileNotFoundError(f"no STMUS_NDA masks under {native_dir}: expected "
                                     "{BB,GM,TA}/.../Masks/*.png")
@@ -63,31 +57,17 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             _convert_pair(key, pairs[key], writer)
 
 
-def _convert_pair(key: tuple[str, ...], pair: dict[str, TreeEntry], writer: CocoWriter) -> None:
-    image_entry, mask_entry = pair.get("image"), pair.get("mask")
-    if image_entry is None or mask_entry is None:
-        present = image_entry or mask_entry
-        assert present is not None  # a pair holds at least the entry that created it
-        writer.warn(present.path, "no matching " + ("mask" if mask_entry is None else "image"))
+def _convert_pair(key: tuple[str, ...], pair: Pair, writer: CocoWriter) -> None:
+    loaded = load_pair(pair.get("image"), pair.get("mask"), writer)
+    if loaded is None:
         return
-    try:
-        image = decode_image_bytes(image_entry.read_bytes(), image_entry.path)
-        raw = decode_mask_bytes(mask_entry.read_bytes(), mask_entry.path)
-    except (UnreadableFile, OSError) as e:
-        writer.warn(str(getattr(e, "path", image_entry.path)), getattr(e, "reason", str(e)))
-        return
-    muscle_mask, unknown = binary_mask_values(raw)
-    if unknown:
-        writer.warn(mask_entry.path, f"unexpected mask {format_unknown(unknown)}; "
-                                     "only 1 and 255 are muscle")
+    image_entry, mask_entry, image, raw = loaded
+    muscle_mask = binary_foreground(raw, writer, mask_entry.path, "muscle")
     folders = [p.lower() for p in key[:-1]]
     muscle = next((_MUSCLES[p] for p in folders if p in _MUSCLES), None)
     condition = next((_CONDITIONS[p] for p in folders if p in _CONDITIONS), None)
-    try:
-        writer.add_image(image, {"muscle": muscle_mask}, source=image_entry.path, label=condition,
-                         extra={"muscle": muscle})
-    except ValueError as e:
-        writer.warn(mask_entry.path, f"skipped: {e}")
+    add_or_skip(writer, image, {"muscle": muscle_mask}, mask_entry.path,
+                source=image_entry.path, label=condition, extra={"muscle": muscle})
 
 
 SOURCE = Source(spec=SPEC, convert=convert)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import (UnreadableFile, natural_sorted, read_image, read_mask, relative_source,
-                    resize_nearest, threshold)
+from ._pairs import read_file_pair
+from ._read import natural_sorted, relative_source, resize_nearest, threshold
 
 STRUCTURE = "breast_lesion"
 _IMAGE = re.compile(r"^Test_Image_(?P<k>\d+)$", re.IGNORECASE)
@@ -30,12 +30,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         if not mask_path.is_file():
             writer.warn(source, "no mask file; image skipped")
             continue
-        try:
-            image = read_image(image_path)
-            lesion = threshold(read_mask(mask_path), 128)
-        except UnreadableFile as e:
-            writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+        read = read_file_pair(image_path, mask_path, native_dir, writer)
+        if read is None:
             continue
+        image, lesion = read[0], threshold(read[1], 128)
         h, w = image.shape[:2]
         if lesion.shape[0] * w != lesion.shape[1] * h:
             # Resizing is only legitimate between sizes of the same aspect ratio.

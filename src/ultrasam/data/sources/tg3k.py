@@ -22,8 +22,8 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import (UnreadableFile, find_dirs, natural_sorted, read_image, read_mask,
-                    relative_source, threshold)
+from ._pairs import read_file_pair, sizes_match
+from ._read import find_dirs, natural_sorted, relative_source, threshold
 
 STRUCTURE = "thyroid_gland"
 _SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -70,16 +70,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         if not mask_path.is_file():
             writer.warn(source, "no mask file; image skipped")
             continue
-        try:
-            image = read_image(image_path)
-            gland = threshold(read_mask(mask_path), 128)
-        except UnreadableFile as e:
-            writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+        read = read_file_pair(image_path, mask_path, native_dir, writer)
+        if read is None or not sizes_match(*read, source, writer):
             continue
-        if gland.shape != image.shape[:2]:
-            writer.warn(source, f"image is {image.shape[:2]} but mask is {gland.shape}; "
-                                "pair skipped")
-            continue
+        image, gland = read[0], threshold(read[1], 128)
         frame = int(image_path.stem) if image_path.stem.isdigit() else None
         writer.add_image(image, {STRUCTURE: gland}, source=source, split=split, frame=frame)
 

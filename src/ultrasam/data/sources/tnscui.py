@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import IMAGE_SUFFIXES, UnreadableFile, natural_key
-from ._shapes import binary_mask_values, decode_image_bytes, decode_mask_bytes, format_unknown
+from ._pairs import Pair, add_or_skip, binary_foreground, collect_pairs, load_pair
+from ._read import IMAGE_SUFFIXES, natural_key
 from ._tree import NativeTree, TreeEntry
 
 SPEC = SourceSpec(
@@ -33,17 +33,18 @@ SPEC = SourceSpec(
 _ROLES = {"jpegimages": "image", "segmentationclass": "mask"}
 
 
+def _key(entry: TreeEntry) -> tuple[tuple[str, str], str] | None:
+    """((folder above the role folder, stem), role) or None for files outside the role folders."""
+    if len(entry.parts) < 2:
+        return None
+    role = _ROLES.get(entry.parts[-2].lower())
+    return None if role is None else (("/".join(entry.parts[:-2]), entry.stem), role)
+
+
 def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Convert a TNSCUI tree into ``writer``; see the module docstring."""
-    pairs: dict[tuple[str, str], dict[str, TreeEntry]] = {}
     with NativeTree(native_dir, on_unreadable=writer.warn) as tree:
-        for entry in tree.files(lambda e: e.suffix in IMAGE_SUFFIXES):
-            if len(entry.parts) < 2:
-                continue
-            role = _ROLES.get(entry.parts[-2].lower())
-            if role is not None:
-                prefix = "/".join(entry.parts[:-2])
-                pairs.setdefault((prefix, entry.stem), {})[role] = entry
+        pairs = collect_pairs(tree.files(lambda e: e.suffix in IMAGE_SUFFIXES), _key)
         if not pairs:
             raise FileNotFoundError(f"no TNSCUI files under {native_dir}: expected "
                                     "JPEGImages/*.jpg and SegmentationClass/*.png")
@@ -51,27 +52,14 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             _convert_pair(pairs[key], writer)
 
 
-def _convert_pair(pair: dict[str, TreeEntry], writer: CocoWriter) -> None:
-    image_entry, mask_entry = pair.get("image"), pair.get("mask")
-    if image_entry is None or mask_entry is None:
-        present = image_entry or mask_entry
-        assert present is not None  # a pair holds at least the entry that created it
-        writer.warn(present.path, "no matching " + ("mask" if mask_entry is None else "image"))
+def _convert_pair(pair: Pair, writer: CocoWriter) -> None:
+    loaded = load_pair(pair.get("image"), pair.get("mask"), writer)
+    if loaded is None:
         return
-    try:
-        image = decode_image_bytes(image_entry.read_bytes(), image_entry.path)
-        raw = decode_mask_bytes(mask_entry.read_bytes(), mask_entry.path)
-    except (UnreadableFile, OSError) as e:
-        writer.warn(str(getattr(e, "path", image_entry.path)), getattr(e, "reason", str(e)))
-        return
-    nodule, unknown = binary_mask_values(raw)
-    if unknown:
-        writer.warn(mask_entry.path, f"unexpected mask {format_unknown(unknown)}; "
-                                     "only 1 and 255 are nodule")
-    try:
-        writer.add_image(image, {"thyroid_nodule": nodule}, source=image_entry.path)
-    except ValueError as e:
-        writer.warn(mask_entry.path, f"skipped: {e}")
+    image_entry, mask_entry, image, raw = loaded
+    nodule = binary_foreground(raw, writer, mask_entry.path, "nodule")
+    add_or_skip(writer, image, {"thyroid_nodule": nodule}, mask_entry.path,
+                source=image_entry.path)
 
 
 SOURCE = Source(spec=SPEC, convert=convert)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._entry_io import add_or_warn, binary_mask, read_entry_image, read_entry_mask
-from ._read import UnreadableFile
+from ._entry_io import add_or_warn, binary_mask
+from ._pairs import read_entry_pair
 from ._tree import NativeTree, TreeEntry
 
 _LEADING_INT = re.compile(r"^\D*?(\d+)")
@@ -44,12 +44,10 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if key not in masks:
                 writer.warn(img_e.path, "no mask with the same number; skipped")
                 continue
-            try:
-                image = read_entry_image(img_e)
-                mask = binary_mask(read_entry_mask(masks[key]))
-            except UnreadableFile as e:
-                writer.warn(str(e.path), e.reason)
+            read = read_entry_pair(img_e, masks[key], writer)
+            if read is None:
                 continue
+            image, mask = read[0], binary_mask(read[1])
             add_or_warn(writer, image, {"breast_lesion": mask}, img_e.path)
         for key in sorted(set(masks) - set(images)):
             writer.warn(masks[key].path, "mask without an image; skipped")

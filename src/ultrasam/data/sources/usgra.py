@@ -18,8 +18,8 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._read import (IMAGE_SUFFIXES, UnreadableFile, find_dirs, natural_sorted, read_image,
-                    read_mask, relative_source)
+from ._pairs import read_file_pair, sizes_match
+from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, relative_source
 
 LABELS = {1: "nerve", 2: "blood_vessel"}
 
@@ -39,19 +39,15 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if not mask_path.is_file():
                 writer.warn(source, "no mask file; image skipped")
                 continue
-            try:
-                image = read_image(image_path)
-                label = read_mask(mask_path)
-            except UnreadableFile as e:
-                writer.warn(relative_source(e.path, native_dir), f"{e.reason}; pair skipped")
+            read = read_file_pair(image_path, mask_path, native_dir, writer)
+            if read is None:
                 continue
+            image, label = read
             if label.ndim != 2:
                 writer.warn(source, f"mask has shape {label.shape}, expected palette indices; "
                                     "pair skipped")
                 continue
-            if label.shape != image.shape[:2]:
-                writer.warn(source, f"image is {image.shape[:2]} but mask is {label.shape}; "
-                                    "pair skipped")
+            if not sizes_match(image, label, source, writer):
                 continue
             unknown = sorted(set(np.unique(label).tolist()) - {0, *LABELS})
             if unknown:
