@@ -84,6 +84,15 @@ class PromptEncoder(nn.Module):
         """Positional encoding of the image embedding grid: 1 x C x h x w."""
         return self.pe_layer(self.image_embedding_size).unsqueeze(0)
 
+    def embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool
+                     ) -> torch.Tensor:
+        """B x N x 2 points (model frame) and B x N labels -> B x (N [+1]) x C tokens.
+
+        ``pad`` appends SAM's "not a point" token (done when no box is given). Training uses
+        this directly to decode mixed point and box prompts in Meta's token layout.
+        """
+        return self._embed_points(points, labels, pad)
+
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool
                       ) -> torch.Tensor:
         points = points + 0.5  # pixel centres
