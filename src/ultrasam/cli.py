@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError) as e:
+    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, ImportError) as e:
         # User-facing errors: one line, non-zero exit, no traceback (use -v for details).
         if args.verbose:
             raise

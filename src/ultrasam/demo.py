@@ -15,10 +15,10 @@ def run_demo(out_dir: str | Path) -> int:
     """Write a synthetic B-mode phantom, segment its lesion from a box with the default model,
     and save the mask and overlay. Returns a process exit code (non-zero when no default
     model is bundled: random weights are never run as if they were a model)."""
-    from .checkpoints import DEFAULT_MODEL_DIR, DefaultModelUnavailable
+    from .checkpoints import DEFAULT_MODEL_DIR
 
     if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
-        print(f"ultrasam demo: {DefaultModelUnavailable.__doc__.strip()} "
+        print("ultrasam demo: no trained default model is bundled with this version yet "
               "(it is trained on a GPU machine and bundled in a later release); "
               "run `ultrasam predict IMAGE --checkpoint CKPT --box X0,Y0,X1,Y1 --out DIR` "
               "with your own checkpoint meanwhile.", file=sys.stderr)
