@@ -51,12 +51,18 @@ def decomposed_rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w:
 class Attention(nn.Module):
     """Multi-head self-attention over a B x H x W x C grid, with optional rel-pos bias.
 
-    Uses ``scaled_dot_product_attention``; the decomposed bias enters as an additive mask.
+    ``backend`` (also settable later as an attribute, see ``ultrasam.speed``): ``"sdpa"``, the
+    default, uses ``scaled_dot_product_attention`` with the decomposed bias as an additive
+    mask; ``"flex"``, ``"fold"`` and ``"auto"`` compute the same attention without
+    materialising the bias (:mod:`ultrasam.modeling.flex_attention`).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, use_rel_pos: bool = True,
-                 input_size: tuple[int, int] | None = None) -> None:
+                 input_size: tuple[int, int] | None = None, backend: str = "sdpa") -> None:
         super().__init__()
+        if backend not in ("sdpa", "flex", "fold", "auto"):
+            raise ValueError(f"unknown attention backend {backend!r}")
+        self.backend = backend
         self.num_heads = num_heads
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
@@ -73,13 +79,25 @@ class Attention(nn.Module):
         # 1. Fused projection, split into (B*heads) x (H*W) x head_dim.
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
-        # 2. Relative-position bias as an additive mask (computed from the unscaled queries).
-        bias = None
-        if self.use_rel_pos:
-            bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        # 3. Back to the grid and the output projection.
-        out = out.view(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
+        if self.use_rel_pos and self.backend != "sdpa":
+            # 2'. The same attention without the (H*W) x (H*W) bias tensor. Imported here
+            # because flex_attention builds on this module's rel-pos helpers.
+            from .flex_attention import rel_pos_attention
+
+            out = rel_pos_attention(q.view(b, self.num_heads, h * w, -1),
+                                    k.view(b, self.num_heads, h * w, -1),
+                                    v.view(b, self.num_heads, h * w, -1),
+                                    self.rel_pos_h, self.rel_pos_w, (h, w), self.backend)
+        else:
+            # 2. Relative-position bias as an additive mask (computed from the unscaled
+            # queries).
+            bias = None
+            if self.use_rel_pos:
+                bias = decomposed_rel_pos_bias(q, self.rel_pos_h, self.rel_pos_w, (h, w))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        # 3. Back to the grid and the output projection (reshape: the fused backends may
+        # return a strided view).
+        out = out.reshape(b, self.num_heads, h, w, -1).permute(0, 2, 3, 1, 4).reshape(b, h, w, -1)
         return self.proj(out)
 
 
