@@ -1,0 +1,29 @@
+"""Import Meta's ``segment_anything`` 1.0 for same-run comparisons (benchmarks only).
+
+Install it with ``pip install segment-anything==1.0 --no-deps``; it imports torchvision at
+package import, so where torchvision is absent the parity-fixture script's stand-ins (PIL
+bilinear resize, exactly torchvision's PIL path) are registered first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def import_segment_anything() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "make_parity_fixture", ROOT / "tests" / "fixtures" / "make_parity_fixture.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.install_torchvision_stand_in()
+    try:
+        import segment_anything
+    except ImportError as e:
+        raise SystemExit("this benchmark needs Meta's reference: "
+                         "pip install segment-anything==1.0 --no-deps") from e
+    return segment_anything
