@@ -123,10 +123,15 @@ def _dataset_files(data: Path) -> list[Path]:
     return files
 
 
-def _image_root(json_path: Path, images: list[dict[str, Any]]) -> Path:
-    # Per-dataset files name images relative to images/ beside them; merged files relative to
-    # their own folder. Decide once per file from the first image that exists either way.
+def _image_root(json_path: Path, images: list[dict[str, Any]],
+                info: dict[str, Any] | None = None) -> Path:
+    # Merged files written into another folder than their corpus record where the images are
+    # (info.image_root, relative to the JSON's folder). Otherwise per-dataset files name images
+    # relative to images/ beside them, merged files relative to their own folder: decide once
+    # per file from the first image that exists either way.
     folder = json_path.parent
+    if info and info.get("image_root"):
+        return (folder / str(info["image_root"])).resolve()
     for im in images:
         if (folder / "images" / im["file_name"]).is_file():
             return folder / "images"
@@ -166,7 +171,7 @@ def load_ground_truth(data: str | Path, split: str | None = None,
     for path in files:
         coco = read_coco(path)
         names = _structure_names(coco)
-        root = _image_root(path, coco["images"])
+        root = _image_root(path, coco["images"], coco.get("info"))
         default_dataset = str(coco.get("info", {}).get("dataset") or path.parent.name)
         anns_by_image: dict[int, list[dict[str, Any]]] = {}
         for a in coco["annotations"]:
