@@ -115,6 +115,14 @@ def infer_config(state: dict[str, torch.Tensor]) -> ModelConfig:
     The decoder's head count is not recoverable from weights; known variants match exactly,
     otherwise SAM's 8 heads are assumed (with a notice).
     """
+    if "image_encoder.pos_embed" not in state and any(
+            k.startswith("image_encoder.stem.") for k in state):
+        # A conv encoder's sizes cannot be read back reliably from shapes alone (and the
+        # variant's behaviour switches could not be either): such models travel only in the
+        # native format, whose config.json records the architecture.
+        raise CheckpointError("these weights hold a convolutional image encoder (keys "
+                              "'image_encoder.stem.*'); load them from a native checkpoint "
+                              "folder (model.safetensors + config.json), not a SAM-format file")
     try:
         pos = state["image_encoder.pos_embed"]
         patch = state["image_encoder.patch_embed.proj.weight"]
@@ -153,7 +161,8 @@ def infer_config(state: dict[str, torch.Tensor]) -> ModelConfig:
                   num_multimask_outputs=n_tokens - 1, iou_head_depth=len(iou_layers),
                   iou_head_hidden_dim=iou_hidden)
     for variant in VARIANTS.values():
-        if all(getattr(variant, k) == v for k, v in fields.items()):
+        if variant.encoder == "vit" and all(getattr(variant, k) == v
+                                            for k, v in fields.items()):
             return variant
     log.info("weights match no named variant; building a custom ViT config "
              "(decoder heads assumed 8, as in SAM)")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from ..config import ModelConfig, get_config
+from .conv_encoder import ConvEncoder
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -11,18 +14,26 @@ from .transformer import TwoWayTransformer
 
 
 def build_model(config: ModelConfig | str) -> Sam:
-    """A randomly initialised model for a config (or a variant name: vit_b, vit_l, vit_h, tiny)."""
+    """A randomly initialised model for a config (or a variant name: vit_b, vit_l, vit_h, tiny,
+    small)."""
     if isinstance(config, str):
         config = get_config(config)
     grid = config.embed_size
-    if config.encoder != "vit":
+    image_encoder: nn.Module
+    if config.encoder == "vit":
+        image_encoder = ImageEncoderViT(
+            img_size=config.img_size, patch_size=config.patch_size,
+            embed_dim=config.encoder_embed_dim, depth=config.encoder_depth,
+            num_heads=config.encoder_num_heads, mlp_ratio=config.mlp_ratio,
+            out_chans=config.prompt_embed_dim, window_size=config.window_size,
+            global_attn_indexes=config.encoder_global_attn_indexes)
+    elif config.encoder == "conv":
+        image_encoder = ConvEncoder(
+            img_size=config.img_size, patch_size=config.patch_size, dims=config.conv_dims,
+            depths=config.conv_depths, out_chans=config.prompt_embed_dim,
+            kernel_size=config.conv_kernel_size, mlp_ratio=config.mlp_ratio)
+    else:
         raise ValueError(f"unknown encoder type {config.encoder!r}")
-    image_encoder = ImageEncoderViT(
-        img_size=config.img_size, patch_size=config.patch_size,
-        embed_dim=config.encoder_embed_dim, depth=config.encoder_depth,
-        num_heads=config.encoder_num_heads, mlp_ratio=config.mlp_ratio,
-        out_chans=config.prompt_embed_dim, window_size=config.window_size,
-        global_attn_indexes=config.encoder_global_attn_indexes)
     prompt_encoder = PromptEncoder(
         embed_dim=config.prompt_embed_dim, image_embedding_size=(grid, grid),
         input_image_size=(config.img_size, config.img_size), mask_in_chans=config.mask_in_chans)
