@@ -54,7 +54,8 @@ def _cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--decoder-runs", type=int, default=40)
-    parser.add_argument("--encoder-runs", type=int, default=3)
+    parser.add_argument("--encoder-runs", type=int, default=3,
+                        help="0 skips the (slow) encoder comparison")
     parser.add_argument("--out", default=str(RESULTS / "cpu_core.json"))
     args = parser.parse_args()
 
@@ -99,6 +100,8 @@ def main() -> None:
         "decoder_embedding": [1, 256, 64, 64], "decoder_prompt": "one positive point, "
         "multimask output, low-res logits", "decoder_runs": args.decoder_runs,
         "decoder_cache_ms_once_per_image": cache_ms,
+        "load_average_at_start": os.getloadavg()[0],
+        "command": "cd benchmarks && python bench_cpu_core.py",
     }
     # Interleave the three decoders twice so background load hits them alike.
     medians: dict[str, list[float]] = {"meta": [], "plain": [], "fast": []}
@@ -117,6 +120,10 @@ def main() -> None:
     results["decoder_speedup_fast_vs_meta"] = (results["decoder_meta_ms_median"]
                                                / results["decoder_fast_ms_median"])
 
+    if args.encoder_runs == 0:
+        for k, v in results.items():
+            print(f"{k}: {v}")
+        return
     enc: dict[str, list[float]] = {"meta": [], "ours": []}
     for _ in range(args.encoder_runs):
         for name, module in (("meta", meta.image_encoder), ("ours", ours.image_encoder)):
@@ -128,6 +135,7 @@ def main() -> None:
     results["encoder_max_abs_diff"] = float((ours.image_encoder(x) - emb).abs().max())
     results["encoder_runs"] = args.encoder_runs
 
+    results["load_average_at_end"] = os.getloadavg()[0]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
     for k, v in results.items():

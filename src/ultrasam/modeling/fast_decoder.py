@@ -101,27 +101,28 @@ def _image_to_token(attn: Attention, q_in: torch.Tensor | None, q_heads: torch.T
     """Re-associated image->token attention -> P x N x C.
 
     Queries either as image features q_in (P x N x C) or already projected (q_heads,
-    1 x H x N x d, from the cache). k_tokens, v_tokens: P x T x C.
+    1 x H x N x d, from the cache). k_tokens, v_tokens: P x T x C. Scores are laid out
+    P x H x T x N so that the softmax over the few tokens runs along a non-last axis, which
+    vectorises over the N image positions (a softmax over rows of 7 does not).
     """
     p, t, c = k_tokens.shape
     h = attn.num_heads
     d = attn.internal_dim // h
     k = _heads(attn.k_proj(k_tokens), h) / math.sqrt(d)                   # P x H x T x d
     if q_heads is not None:
-        scores = torch.matmul(q_heads, k.transpose(2, 3))                 # P x H x N x T
-        probs = torch.softmax(scores, dim=-1).permute(0, 2, 1, 3).reshape(p, -1, h * t)
+        scores = torch.matmul(k, q_heads.transpose(2, 3))                 # P x H x T x N
     else:
         assert q_in is not None
         wq = attn.q_proj.weight.reshape(h, d, c)                          # H x d x C
-        b = torch.matmul(wq.transpose(1, 2), k.transpose(2, 3))           # P x H x C x T
-        b = b.permute(0, 2, 1, 3).reshape(p, c, h * t)                    # P x C x HT
-        bias = torch.matmul(attn.q_proj.bias.reshape(1, h, 1, d), k.transpose(2, 3))
-        scores = torch.baddbmm(bias.reshape(p, 1, h * t), q_in, b)        # P x N x HT
-        probs = torch.softmax(scores.reshape(p, -1, h, t), dim=-1).reshape(p, -1, h * t)
+        bt = torch.matmul(k, wq).reshape(p, h * t, c)                     # P x HT x C
+        bias = torch.matmul(k, attn.q_proj.bias.reshape(1, h, d, 1))      # P x H x T x 1
+        scores = torch.baddbmm(bias.reshape(p, h * t, 1), bt, q_in.transpose(1, 2))
+        scores = scores.reshape(p, h, t, -1)                              # P x H x T x N
+    probs = torch.softmax(scores, dim=2).reshape(p, h * t, -1)            # P x HT x N
     v = _heads(attn.v_proj(v_tokens), h)                                  # P x H x T x d
     wo = attn.out_proj.weight.reshape(c, h, d).permute(1, 2, 0)           # H x d x C
     m = torch.matmul(v, wo).reshape(p, h * t, c)                          # P x HT x C
-    return torch.baddbmm(attn.out_proj.bias.reshape(1, 1, c), probs, m)
+    return torch.baddbmm(attn.out_proj.bias.reshape(1, 1, c), probs.transpose(1, 2), m)
 
 
 def _mlp_residual(block: TwoWayAttentionBlock, queries: torch.Tensor) -> torch.Tensor:
