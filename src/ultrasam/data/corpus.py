@@ -58,7 +58,10 @@ _TMP = ".split-parts.tmp"
 def _tqdm(iterable: Iterable[Any], progress: bool, **kw: Any) -> Iterable[Any]:
     if not progress:
         return iterable
-    from tqdm import tqdm
+    try:
+        from tqdm import tqdm
+    except ImportError:  # optional dependency: no bar, same work
+        return iterable
     return tqdm(iterable, **kw)
 
 

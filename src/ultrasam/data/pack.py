@@ -147,8 +147,12 @@ def pack(corpus_or_coco: Path | str, out: Path | str, max_side: int = 256, quali
     current: Any = None
     iterator: Any = selected
     if progress:
-        from tqdm import tqdm
-        iterator = tqdm(selected, desc="pack", unit="img")
+        try:
+            from tqdm import tqdm
+        except ImportError:  # optional dependency: no bar, same work
+            pass
+        else:
+            iterator = tqdm(selected, desc="pack", unit="img")
     try:
         for i in iterator:
             record = _pack_record(source, i, max_side, quality, dropped)

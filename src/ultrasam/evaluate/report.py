@@ -188,8 +188,15 @@ def write_report(out_dir: str | Path, metrics: Sequence[dict[str, Any]],
     out = Path(out_dir)
     rows = summary_rows(metrics)
     write_csv(out / "summary.csv", rows)
-    plots = _plots(out, metrics, sweeps) if metrics else []
-    examples = _examples(out, metrics, gt, n_examples)
+    try:
+        import matplotlib  # noqa: F401  (optional: the "plots" extra)
+    except ImportError:
+        log.warning("matplotlib is not installed (pip install 'ultrasam[plots]'): "
+                    "summary tables written, plots and the overlay page skipped")
+        plots, examples = [], None
+    else:
+        plots = _plots(out, metrics, sweeps) if metrics else []
+        examples = _examples(out, metrics, gt, n_examples)
     cols = ["checkpoint", "protocol", "n_instances", "segm_mAP", "segm_mAP_50", "dice_mean",
             "dice_ci_low", "dice_ci_high", "iou_mean", "hd95_median_px", "dice_mean_vs_ellipse",
             "segm_mAP_vs_ellipse"]

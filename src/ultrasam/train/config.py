@@ -12,13 +12,13 @@ Relative paths are resolved against the current working directory when the run s
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 
 
 @dataclass(frozen=True)
@@ -208,7 +208,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"training config not found: {path}")
-        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        loaded = _parse_config_text(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: a training config must be a mapping of sections")
         data = loaded or {}
@@ -226,7 +226,40 @@ def parse_override(item: str) -> tuple[str, Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ValueError(f"override {item!r} has an empty key")
-    return key, (yaml.safe_load(raw) if raw.strip() else None)
+    return key, (_parse_value(raw) if raw.strip() else None)
+
+
+def _parse_config_text(path: Path) -> Any:
+    """YAML (needs PyYAML, the ``train`` extra) or JSON (no extra needed: JSON is also YAML)."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        import yaml
+    except ImportError:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: reading YAML configs needs PyYAML (pip install "
+                             f"'ultrasam[train]'); without it, write the config as JSON "
+                             f"({e})") from e
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from e
+
+
+def _parse_value(raw: str) -> Any:
+    """An override value: YAML scalars/lists when PyYAML is there, else JSON, else the string."""
+    try:
+        import yaml
+    except ImportError:
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ValueError(f"cannot parse override value {raw!r}: {e}") from e
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

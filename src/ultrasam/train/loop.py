@@ -397,8 +397,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 log.info("tensorboard is not installed: metrics go to %s only", metrics_path)
         progress = None
         if main and run.progress:
-            from tqdm import tqdm
-            progress = tqdm(total=run.steps, initial=step, desc="train", unit="step")
+            try:
+                from tqdm import tqdm
+            except ImportError:  # optional: the JSONL file and the log carry the progress
+                log.info("tqdm is not installed: no progress bar")
+            else:
+                progress = tqdm(total=run.steps, initial=step, desc="train", unit="step")
         use_bf16 = run.bf16 and device.type == "cuda"
         window: dict[str, float] = {}
         first_loss = last_loss = None

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
 from ._pairs import read_file_pair, sizes_match
 from ._read import natural_sorted, relative_source, threshold
+from ._shapes import fill_holes
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def fill_head(mask: np.ndarray) -> np.ndarray:
     ellipse_area = max(int(ellipse.sum()), 1)
     if mask.sum() >= _OUTLINE_FRACTION * ellipse_area:
         return mask  # already a filled region: keep the expert's pixels
-    filled = ndimage.binary_fill_holes(mask)
+    filled = fill_holes(mask)
     if filled.sum() >= _OUTLINE_FRACTION * ellipse_area:
         return filled
     # Outline open at the image border: fill holes cannot close it, the fitted ellipse can.
