@@ -173,8 +173,7 @@ class Predictor:
             raise ValueError("no prompt given: pass point_coords/point_labels, box or mask_input")
         masks, iou, low_res = self.predict_torch(coords_t, labels_t, box_t, mask_t,
                                                  multimask_output, return_logits, refine)
-        return (masks[0].detach().cpu().numpy(), iou[0].detach().cpu().numpy(),
-                low_res[0].detach().cpu().numpy())
+        return _to_numpy(masks[0]), _to_numpy(iou[0]), _to_numpy(low_res[0])
 
     @torch.no_grad()
     def predict_torch(self, point_coords: torch.Tensor | None,
@@ -228,6 +227,13 @@ class Predictor:
         binary = (low_res > self.model.mask_threshold).float()
         up = self.model.postprocess_masks(binary, self.input_size, self.original_size)
         return up > 0
+
+
+def _to_numpy(t: torch.Tensor) -> np.ndarray:
+    # Under autocast the decoder returns bf16/fp16; numpy has no bf16: give float32.
+    if t.is_floating_point():
+        t = t.float()
+    return t.detach().cpu().numpy()
 
 
 # ------------------------------------------------------------------------- validation

@@ -84,10 +84,21 @@ def refine_two_pass(model: Sam, image_embeddings: torch.Tensor,
     predictor passes its cached fast path).
     """
     if decode is None:
-        def decode(c, lab, b, m, multimask):  # type: ignore[no-redef]
+        def decode_rows(rows, c, lab, b, m, multimask):  # type: ignore[no-untyped-def]
+            # ``rows``: the prompts decoded (None: all); they keep their images.
+            sub = image_index
+            if rows is not None and image_index is not None:
+                sub = image_index[rows]
+            elif rows is not None and image_embeddings.shape[0] > 1:
+                sub = rows  # one prompt per image: prompt i is on image i
             return model.decode(image_embeddings, c, lab, b, m, multimask_output=multimask,
-                                image_index=image_index)
-    logits1, iou1 = decode(point_coords, point_labels, boxes, mask_inputs, False)
+                                image_index=sub)
+    else:
+        custom = decode
+
+        def decode_rows(rows, c, lab, b, m, multimask):  # type: ignore[no-untyped-def]
+            return custom(c, lab, b, m, multimask)
+    logits1, iou1 = decode_rows(None, point_coords, point_labels, boxes, mask_inputs, False)
     p = logits1.shape[0]
     # Which prompts already contain a box (Meta layout, or corners labelled 2/3)?
     has_box = torch.zeros(p, dtype=torch.bool, device=logits1.device)
@@ -97,41 +108,26 @@ def refine_two_pass(model: Sam, image_embeddings: torch.Tensor,
         has_box = ((point_labels == 2) | (point_labels == 3)).any(dim=1)
     derived, non_empty = boxes_from_logits(logits1, model.img_size, input_sizes)
     use_derived = ~has_box & non_empty
-    if bool(has_box.all()):
-        # Box prompts keep their prompt: same tokens as pass 1.
-        c2, l2, b2 = point_coords, point_labels, boxes
+    if not bool(use_derived.any()):
+        # Box prompts and prompts with an empty first mask keep their prompt: pass 1's tokens.
+        logits2, iou2 = decode_rows(None, point_coords, point_labels, boxes, logits1, True)
     elif bool(use_derived.all()):
-        c2, l2, b2 = None, None, derived - 0.5
+        logits2, iou2 = decode_rows(None, None, None, derived - 0.5, logits1, True)
     else:
-        c2, l2, b2 = _mixed_pass2_prompts(point_coords, point_labels, boxes, derived - 0.5,
-                                          use_derived)
-    logits2, iou2 = decode(c2, l2, b2, logits1, True)
+        # Two groups, each decoded with its own tokens ([corner, corner] for a derived box,
+        # the original prompt otherwise), so that a prompt's output does not depend on which
+        # other prompts share the call: padding tokens would change the decoder's attention.
+        d = torch.nonzero(use_derived).flatten()
+        k = torch.nonzero(~use_derived).flatten()
+        ld, idd = decode_rows(d, None, None, derived[d] - 0.5, logits1[d], True)
+        lk, idk = decode_rows(k, None if point_coords is None else point_coords[k],
+                              None if point_labels is None else point_labels[k],
+                              None if boxes is None else boxes[k], logits1[k], True)
+        logits2 = ld.new_empty((p, *ld.shape[1:]))
+        iou2 = idd.new_empty((p, *idd.shape[1:]))
+        logits2[d], logits2[k] = ld, lk
+        iou2[d], iou2[k] = idd, idk
     best = iou2.argmax(dim=1)
     rows = torch.arange(p, device=best.device)
     return RefineOutput(logits1, iou1, logits2, iou2, logits2[rows, best][:, None],
                         iou2[rows, best][:, None])
-
-
-def _mixed_pass2_prompts(coords: torch.Tensor | None, labels: torch.Tensor | None,
-                         boxes: torch.Tensor | None, derived: torch.Tensor,
-                         use_derived: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor, None]:
-    """One padded point list per prompt: derived boxes as corners (labels 2, 3), others kept."""
-    p = derived.shape[0]
-    if coords is None or labels is None:
-        raise ValueError("mixed refinement needs point prompts")
-    if boxes is not None:
-        corners = boxes.reshape(p, 2, 2)
-        coords = torch.cat([coords, corners], dim=1)
-        labels = torch.cat([labels, labels.new_tensor([2, 3]).expand(p, 2)], dim=1)
-    n = max(coords.shape[1], 2)
-    out_c = coords.new_zeros((p, n, 2))
-    out_l = labels.new_full((p, n), -1)
-    out_c[:, : coords.shape[1]] = coords
-    out_l[:, : labels.shape[1]] = labels
-    box_c = derived.reshape(p, 2, 2)
-    out_c[use_derived] = 0
-    out_l[use_derived] = -1
-    out_c[use_derived, :2] = box_c[use_derived]
-    out_l[use_derived, :2] = labels.new_tensor([2, 3])
-    return out_c, out_l, None

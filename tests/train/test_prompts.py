@@ -150,7 +150,7 @@ def test_concat_pads_point_lists_and_masks() -> None:
     m = rect_masks()
     a = simulate_prompts(m, gen(0), mask_size=16, input_size=64, max_positive=1, max_negative=0)
     b = simulate_prompts(m, gen(1), mask_size=16, input_size=64, max_positive=3,
-                         max_negative=2, p_box=1.0, p_ellipse_mask=1.0)
+                         max_negative=2, p_box=1.0, p_ellipse_mask=1.0, p_multi_point=0.5)
     both = concat_prompts([a, b], 16)
     assert both.coords.shape == (4, 5, 2) and (both.labels[:2, 2:] == PAD).all()
     assert both.mask_inputs is not None and both.has_mask.tolist() == [False, False, True, True]

@@ -8,7 +8,9 @@ string ``counts``, ``score``).
 
 ``--data`` is either one COCO JSON (a per-dataset ``annotations.coco.json`` whose ``file_name``
 is relative to the ``images/`` folder beside it, or a merged file whose ``file_name`` is relative
-to the JSON's folder) or a corpus folder holding one such dataset folder per dataset. A single
+to the JSON's folder) or a corpus folder holding one such dataset folder per dataset. With
+``split`` given, a corpus folder holding ``<split>.coco.json`` (the corpus's seeded split) is
+read through that merge, as training does. A single
 JSON keeps its image and annotation ids, so predictions can be checked against the original file;
 a corpus is merged with sequential ids (dataset by dataset, in name order), the original ids kept
 in ``orig_image_id`` / ``orig_id``.
@@ -108,11 +110,15 @@ def encode_result(image_id: int, mask: np.ndarray, score: float) -> dict[str, An
             "segmentation": rle, "score": float(score)}
 
 
-def _dataset_files(data: Path) -> list[Path]:
+def _dataset_files(data: Path, split: str | None = None) -> list[Path]:
     if data.is_file():
         return [data]
     if not data.is_dir():
         raise FileNotFoundError(f"--data not found: {data}")
+    if split is not None and (data / f"{split}.coco.json").is_file():
+        # The corpus's own split (``ultrasam data split``), as training reads it
+        # (ultrasam.data.dataset.coco_files); per-dataset files hold official splits only.
+        return [data / f"{split}.coco.json"]
     if (data / ANNOTATIONS_NAME).is_file():
         return [data / ANNOTATIONS_NAME]
     files = sorted(p / ANNOTATIONS_NAME for p in data.iterdir()
@@ -162,7 +168,7 @@ def load_ground_truth(data: str | Path, split: str | None = None,
     the images with instances (kept in id order), for quick runs.
     """
     data = Path(data)
-    files = _dataset_files(data)
+    files = _dataset_files(data, split)
     merged = len(files) > 1
     images: list[GtImage] = []
     gt_images: list[dict[str, Any]] = []

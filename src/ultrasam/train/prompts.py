@@ -160,7 +160,9 @@ def simulate_prompts(masks: torch.Tensor, generator: torch.Generator, *, mask_si
     foreground point, or (probability ``p_multi_point``) 1..max_positive foreground points and
     0..max_negative background points near the object. Box prompts get the inscribed ellipse
     of their box as mask prompt with probability ``p_ellipse_mask``. Returns ``Prompts`` with
-    N = max(2, max number of points), padded with label -1.
+    N = max(2, max number of points) (N = 2 when ``p_multi_point`` is 0: a point prompt is
+    then [point, padding] and a box [corner, corner], exactly the tokens inference feeds),
+    padded with label -1.
     """
     if masks.ndim != 3 or masks.shape[0] == 0:
         raise ValueError(f"masks must be P x H x W with P >= 1, got {tuple(masks.shape)}")
@@ -188,18 +190,23 @@ def simulate_prompts(masks: torch.Tensor, generator: torch.Generator, *, mask_si
     pos, _ = sample_points(masks, max_positive, generator)
     neg, neg_ok = sample_points(negative_region(masks, tight), max(max_negative, 1), generator)
     boxes = jitter_boxes(tight, box_jitter, (h, w), generator)
-    # 3. Assemble padded point lists: positives, negatives, then padding.
-    n = max(2, max_positive + max_negative)
+    # 3. Assemble padded point lists: positives, negatives, then padding. Only as many slots
+    #    as a prompt can use: every padding slot is one more "not a point" token the decoder
+    #    attends to, and inference feeds a single point as [point, not-a-point] and a box as
+    #    [corner, corner] (Meta's layout), so single-point training must use N = 2.
+    pos_slots = max_positive if p_multi_point > 0 else 1
+    neg_slots = max_negative if p_multi_point > 0 else 0
+    n = max(2, pos_slots + neg_slots)
     coords = torch.zeros((p, n, 2), device=masks.device)
     labels = torch.full((p, n), PAD, dtype=torch.long, device=masks.device)
-    slots = torch.arange(max_positive, device=masks.device)
-    labels[:, :max_positive] = torch.where(slots < n_pos[:, None], POS, PAD)
-    coords[:, :max_positive] = pos
-    if max_negative > 0:
-        slots = torch.arange(max_negative, device=masks.device)
+    slots = torch.arange(pos_slots, device=masks.device)
+    labels[:, :pos_slots] = torch.where(slots < n_pos[:, None], POS, PAD)
+    coords[:, :pos_slots] = pos[:, :pos_slots]
+    if neg_slots > 0:
+        slots = torch.arange(neg_slots, device=masks.device)
         use = (slots < n_neg[:, None]) & neg_ok[:, None]
-        labels[:, max_positive:max_positive + max_negative] = torch.where(use, NEG, PAD)
-        coords[:, max_positive:max_positive + max_negative] = neg[:, :max_negative]
+        labels[:, pos_slots:pos_slots + neg_slots] = torch.where(use, NEG, PAD)
+        coords[:, pos_slots:pos_slots + neg_slots] = neg[:, :neg_slots]
     box_xy, box_lab = box_points(boxes)
     coords = torch.where(is_box[:, None, None], torch.cat(
         [box_xy, torch.zeros((p, n - 2, 2), device=masks.device)], 1), coords)
