@@ -58,3 +58,32 @@ def test_training_decode_equals_inference_decode() -> None:
                                    multimask_output=False)
             torch.testing.assert_close(train_logits[k:k + 1], ref[0], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(train_iou[k:k + 1], ref[1], atol=1e-5, rtol=1e-5)
+
+
+def test_mixed_point_counts_decode_like_inference() -> None:
+    """Multi-point recipes pad point lists; each prompt must still see only its own tokens."""
+    model = _model()
+    net = PromptedTraining(model, TrainConfig())
+    pr = simulate_prompts(_masks(), torch.Generator().manual_seed(3), mask_size=32,
+                          input_size=128, p_box=0.4, p_multi_point=1.0, max_positive=3,
+                          max_negative=2)
+    counts = (pr.labels != PAD).sum(1)
+    assert len(torch.unique(counts)) > 1  # the batch really mixes token counts
+    emb = torch.randn(2, 32, 8, 8)
+    index = torch.tensor([0, 1, 0, 1, 0, 1])
+    with torch.no_grad():
+        logits, iou = net.decode(emb, pr, index, multimask=True)
+        for k in range(len(pr)):
+            real = pr.labels[k] != PAD
+            c, lab = pr.coords[k][real][None], pr.labels[k][real][None]
+            is_box = (lab == BOX_TL) | (lab == BOX_BR)
+            if bool(is_box.any()):
+                box = c[0][is_box[0]].reshape(1, 4)
+                pts = c[:, ~is_box[0]] if bool((~is_box).any()) else None
+                pl = lab[:, ~is_box[0]] if pts is not None else None
+                ref = model.decode(emb[index[k]:index[k] + 1], pts, pl, box,
+                                   multimask_output=True)
+            else:
+                ref = model.decode(emb[index[k]:index[k] + 1], c, lab, multimask_output=True)
+            torch.testing.assert_close(logits[k:k + 1], ref[0], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(iou[k:k + 1], ref[1], atol=1e-5, rtol=1e-5)

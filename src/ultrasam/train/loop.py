@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from ..modeling import Sam, build_model
@@ -47,8 +48,8 @@ from .augment import AugmentParams
 from .config import TrainConfig
 from .data import Batch, BatchLoader, MixingSampler, TrainImages, position_seed
 from .losses import prompt_losses, select_best
-from .prompts import (Prompts, add_clicks, concat_prompts, corrective_clicks,
-                      refinement_prompts, simulate_prompts)
+from .prompts import (BOX_BR, BOX_TL, PAD, Prompts, add_clicks, concat_prompts,
+                      corrective_clicks, refinement_prompts, simulate_prompts)
 from .schedule import lr_factor
 
 log = logging.getLogger(__name__)
@@ -128,19 +129,43 @@ class PromptedTraining(nn.Module):
 
     def decode(self, embeddings: torch.Tensor, prompts: Prompts, image_index: torch.Tensor,
                multimask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """All P prompts in one decoder call; prompts without a mask get SAM's no-mask embed."""
+        """Decode P prompts with exactly the tokens inference uses; returns P-first outputs.
+
+        Meta's layout: a prompt's real tokens plus one "not a point" token when it has no box
+        (a point is [point, not-a-point], a box [corner, corner]). Batches whose prompts have
+        different numbers of points are padded, and extra padding tokens would change what the
+        decoder attends to, so prompts are grouped by their token count and each group is
+        decoded in one call. Token order does not matter (the decoder has no positional
+        encoding over tokens), so padding is moved to the end before slicing.
+        Prompts without a mask prompt get SAM's no-mask embedding.
+        """
         pe = self.sam.prompt_encoder
-        # Meta's token layout: a point prompt is [point, not-a-point], a box [corner, corner].
-        sparse = pe.embed_points(prompts.coords, prompts.labels, pad=False)
+        labels = F.pad(prompts.labels, (0, 1), value=PAD)
+        coords = F.pad(prompts.coords, (0, 0, 0, 1))
+        order = torch.sort((labels == PAD).int(), dim=1, stable=True).indices
+        labels = torch.gather(labels, 1, order)
+        coords = torch.gather(coords, 1, order[..., None].expand(-1, -1, 2))
+        has_box = ((labels == BOX_TL) | (labels == BOX_BR)).any(1)
+        need = (labels != PAD).sum(1) + (~has_box).long()
         no_mask = pe.no_mask_embed.weight.reshape(1, -1, 1, 1)
         h, w = pe.image_embedding_size
         if prompts.mask_inputs is not None:
-            dense = pe.mask_downscaling(prompts.mask_inputs.to(sparse.dtype))
+            dense = pe.mask_downscaling(prompts.mask_inputs.to(no_mask.dtype))
             dense = torch.where(prompts.has_mask[:, None, None, None], dense, no_mask)
         else:
             dense = no_mask.expand(len(prompts), -1, h, w)
-        return self.sam.mask_decoder(embeddings, pe.get_dense_pe(), sparse, dense,
-                                     multimask_output=multimask, image_index=image_index)
+        groups = [(int(n), (need == n).nonzero().squeeze(1)) for n in torch.unique(need)]
+        outputs = []
+        for n, idx in groups:
+            sparse = pe.embed_points(coords[idx, :n], labels[idx, :n], pad=False)
+            outputs.append(self.sam.mask_decoder(embeddings, pe.get_dense_pe(), sparse,
+                                                 dense[idx], multimask_output=multimask,
+                                                 image_index=image_index[idx]))
+        if len(outputs) == 1:
+            return outputs[0]
+        inverse = torch.argsort(torch.cat([idx for _, idx in groups]))
+        return (torch.cat([o[0] for o in outputs])[inverse],
+                torch.cat([o[1] for o in outputs])[inverse])
 
     def forward(self, batch: Batch, prompts: Prompts, generators: list[torch.Generator]
                 ) -> dict[str, torch.Tensor]:
