@@ -261,8 +261,27 @@ def resize_longest(image: np.ndarray, masks: np.ndarray, side: int
     return out, (np.stack(resized) if resized else np.zeros((0, nh, nw), bool))
 
 
+def resize_square(image: np.ndarray, masks: np.ndarray, side: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """MedSAM's geometry: stretch H x W x 3 and P x H x W to ``side`` x ``side`` (aspect ratio
+    not kept), with the same filters as :func:`resize_longest`."""
+    h, w = image.shape[:2]
+    if (h, w) == (side, side):
+        return image, masks.astype(bool)
+    interp = cv2.INTER_AREA if side < max(h, w) else cv2.INTER_LINEAR
+    out = cv2.resize(image, (side, side), interpolation=interp)
+    if out.ndim == 2:
+        out = out[:, :, None]
+    resized = [cv2.resize(m.astype(np.float32), (side, side), interpolation=interp) >= 0.5
+               for m in masks]
+    return out, (np.stack(resized) if resized else np.zeros((0, side, side), bool))
+
+
 class BatchLoader:
     """Draws images from a :class:`MixingSampler` and turns them into :class:`Batch` es.
+
+    ``square``: resize every image to the full input square (MedSAM's preprocessing) instead
+    of SAM's longest-side resize and padding, so training sees what inference sees.
 
     ``counts`` accumulates, for this process since it started: images loaded, skipped because
     no instance survived resizing/augmentation (or, for packs, because they are excluded or
@@ -272,7 +291,7 @@ class BatchLoader:
     def __init__(self, images: TrainImages, sampler: MixingSampler, *, input_size: int,
                  mask_size: int, images_per_batch: int, max_instances: int,
                  min_instance_area: int, augment_params: AugmentParams, seed: int,
-                 load_threads: int = 0) -> None:
+                 load_threads: int = 0, square: bool = False) -> None:
         if images_per_batch < 1 or max_instances < 1:
             raise ValueError(f"images_per_batch and max_instances must be >= 1, got "
                              f"{images_per_batch}, {max_instances}")
@@ -283,6 +302,7 @@ class BatchLoader:
         self.images_per_batch, self.max_instances = images_per_batch, max_instances
         self.min_instance_area = min_instance_area
         self.augment_params, self.seed = augment_params, seed
+        self.square = square
         self.pool = ThreadPoolExecutor(load_threads) if load_threads > 0 else None
         self.counts: Counter[str] = Counter()
 
@@ -299,7 +319,8 @@ class BatchLoader:
         if len(masks) > self.max_instances:
             keep = np.sort(rng.choice(len(masks), self.max_instances, replace=False))
             masks = masks[keep]
-        image, masks = resize_longest(sample.image, masks, self.input_size)
+        resize = resize_square if self.square else resize_longest
+        image, masks = resize(sample.image, masks, self.input_size)
         image, masks = augment(image, masks, self.augment_params, self.input_size, rng)
         areas = masks.reshape(len(masks), -1).sum(1) if len(masks) else np.zeros(0)
         self.counts["instances_too_small_after_resize"] += int((areas < self.min_instance_area)

@@ -27,6 +27,7 @@ disk is the last good state.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -386,13 +387,20 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                              min_instance_area=cfg.data.min_instance_area)
         sampler = MixingSampler(images.datasets(), cfg.data.weights, seed=run.seed, rank=rank,
                                 world_size=world, epoch_size=cfg.data.epoch_size)
+        # MedSAM-style checkpoints see the whole square at inference: train them that way, and
+        # without scale augmentation (a shrunk image would leave padding MedSAM never sees).
+        square = sam.config.preprocessing == "medsam"
+        augment_params = AugmentParams(**vars(cfg.augment))
+        if square and augment_params.p_scale > 0:
+            log.info("MedSAM preprocessing: scale augmentation disabled (square inputs)")
+            augment_params = dataclasses.replace(augment_params, p_scale=0.0)
         loader = BatchLoader(images, sampler, input_size=sam.img_size,
                              mask_size=sam.config.mask_size,
                              images_per_batch=cfg.data.images_per_batch,
                              max_instances=cfg.data.max_instances,
                              min_instance_area=cfg.data.min_instance_area,
-                             augment_params=AugmentParams(**vars(cfg.augment)), seed=run.seed,
-                             load_threads=cfg.data.load_threads)
+                             augment_params=augment_params, seed=run.seed,
+                             load_threads=cfg.data.load_threads, square=square)
 
         # 4. Optimiser over the trainable parameters (fused kernels on CUDA).
         params = [p for p in sam.parameters() if p.requires_grad]
