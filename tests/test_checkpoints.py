@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import pickle
 import subprocess
 import sys
 from pathlib import Path

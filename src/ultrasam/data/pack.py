@@ -96,7 +96,7 @@ def _trade_off(max_side: int, quality: int, caps: dict[str, int],
     text = (f"Lossy training copy: longest side <= {max_side} px (area downscaling, masks "
             f"area-averaged and thresholded at 0.5), JPEG quality {quality}. Train from it; "
             "evaluate on the lossless corpus.")
-    for ds, cap in sorted(caps.items()):
+    for ds in sorted(caps):
         info = per_dataset.get(ds)
         if info:
             text += (f" {ds} capped to {info['packed']} of {info['available']} images (evenly "

@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ModelConfig
-from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
 
