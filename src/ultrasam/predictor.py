@@ -99,6 +99,7 @@ class Predictor:
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         x = self.model.preprocess(transformed_image.float())
+        x = x.to(self.model.prompt_encoder.no_mask_embed.weight.dtype)  # a bf16/fp16 model
         self.features = self.model.encode(x)
         self.is_image_set = True
 

@@ -29,6 +29,8 @@ class PositionEmbeddingRandom(nn.Module):
     def _pe_encoding(self, coords: torch.Tensor) -> torch.Tensor:
         # coords in [0, 1] -> [-1, 1] -> random projection -> sin/cos features.
         coords = 2 * coords - 1
+        # Follow the model's dtype (a model cast to bf16/fp16 gets fp32 pixel coordinates).
+        coords = coords.to(self.positional_encoding_gaussian_matrix.dtype)
         coords = coords @ self.positional_encoding_gaussian_matrix
         coords = 2 * math.pi * coords
         return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
@@ -137,7 +139,8 @@ class PromptEncoder(nn.Module):
         else:
             bs = 1
         device = self.point_embeddings[0].weight.device
-        sparse = torch.empty((bs, 0, self.embed_dim), device=device)
+        sparse = torch.empty((bs, 0, self.embed_dim), device=device,
+                             dtype=self.no_mask_embed.weight.dtype)
         if points is not None:
             coords, labels = points
             sparse = torch.cat([sparse, self._embed_points(coords, labels, pad=boxes is None)],
@@ -145,7 +148,7 @@ class PromptEncoder(nn.Module):
         if boxes is not None:
             sparse = torch.cat([sparse, self._embed_boxes(boxes)], dim=1)
         if masks is not None:
-            dense = self.mask_downscaling(masks)
+            dense = self.mask_downscaling(masks.to(self.no_mask_embed.weight.dtype))
         else:
             h, w = self.image_embedding_size
             dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(bs, -1, h, w)
