@@ -290,3 +290,13 @@ def test_build_native_samples_twice_identical(native_samples, tmp_path):
     assert all(len(s) == 1 for s in _split_of_groups(tmp_path / "a").values())
     named = " ".join(w["file"] for w in manifest["warnings"])
     assert "HESN_000" in named and "598" in named
+
+
+def test_docs_sources_page_matches_the_registry() -> None:
+    from ultrasam.data.catalogue import sources_markdown
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "sources.md"
+    assert page.read_text(encoding="utf-8") == sources_markdown(), (
+        "docs/sources.md is stale: regenerate it with "
+        "python -c \"from ultrasam.data.catalogue import sources_markdown; "
+        "open('docs/sources.md', 'w').write(sources_markdown())\"")

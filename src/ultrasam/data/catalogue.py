@@ -40,3 +40,28 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         return "  ".join(str(c)[:w].ljust(w) for c, w in zip(cells, widths)).rstrip()
     total = f"{len(rows)} sources ({sum(r['us43d'] for r in rows)} US-43d)"
     return "\n".join([fmt(header), *(fmt(line) for line in lines), total])
+
+
+def sources_markdown() -> str:
+    """``docs/sources.md``: every registered source as a Markdown table (a test keeps the
+    committed page equal to this)."""
+    lines = [
+        "# Dataset sources", "",
+        "Generated from the source registry (`ultrasam data sources --json`). `real tests`: "
+        "converted", "in the test suite from real native samples; the others from synthetic "
+        "trees that reproduce the", "documented layout. Licences are as published; a mix "
+        "inherits the most restrictive terms", "(research use, attribution). Check each "
+        "upstream page before redistributing anything.", "",
+        "| dataset | aliases | kind | anatomy | structures | licence | US-43d | real tests | url |",
+        "|---|---|---|---|---|---|---|---|---|"]
+
+    def cell(text: object) -> str:
+        return str(text).replace("|", "/")
+
+    for r in describe_sources():
+        lines.append("| " + " | ".join([
+            cell(r["name"]), cell(", ".join(r["aliases"])), cell(r["kind"]), cell(r["anatomy"]),
+            cell(", ".join(r["structures"])), cell(r["licence"]),
+            "yes" if r["us43d"] else "no", "yes" if r["real_sample_tests"] else "no",
+            cell(r["url"])]) + " |")
+    return "\n".join(lines) + "\n"
