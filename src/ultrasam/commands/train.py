@@ -15,7 +15,7 @@ def register(subparsers: Any) -> None:
                     "multi-node: torchrun --nproc-per-node N -m ultrasam.cli train ... . "
                     "A run continues from the newest checkpoint in run.out_dir unless "
                     "run.resume=never.")
-    p.add_argument("config", help="training config (YAML); see configs/ for examples")
+    p.add_argument("config", help="training config (YAML, or JSON without PyYAML); see configs/")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides")
     p.set_defaults(func=_run)
 
