@@ -19,14 +19,17 @@ a header with unit "unknown" gives ``None`` and a warning (nibabel writes "unkno
 so a 1.0 there is usually a placeholder). MetaImage: ``ElementSpacing``, in mm by ITK convention;
 a spacing of exactly 1 is reported but flagged as a possible placeholder.
 
-The MetaImage reader is our own (``.mha`` with the data after the header, ``.mhd`` + raw file,
-optionally zlib-compressed); SimpleITK is not needed.
+The MetaImage reader (:func:`read_metaimage`: ``.mha`` with the data after the header, ``.mhd`` +
+raw file, optionally zlib-compressed; a path or bytes) is our own, so SimpleITK is not needed; it
+is the project's one MetaImage reader (``ultrasam.data.sources`` wraps it). nibabel is imported
+only when a NIfTI is read, through :func:`require_nibabel`.
 """
 
 from __future__ import annotations
 
 import logging
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +39,11 @@ from ultrasam.io.images import LoadedImage, to_rgb_uint8
 
 logger = logging.getLogger(__name__)
 
-_MET_TYPES = {
-    "MET_UCHAR": np.uint8, "MET_CHAR": np.int8, "MET_USHORT": np.uint16, "MET_SHORT": np.int16,
-    "MET_UINT": np.uint32, "MET_INT": np.int32, "MET_ULONG": np.uint32, "MET_LONG": np.int32,
-    "MET_ULONG_LONG": np.uint64, "MET_LONG_LONG": np.int64, "MET_FLOAT": np.float32,
-    "MET_DOUBLE": np.float64,
+# MetaImage element types -> numpy type codes (byte order set from the header).
+_MET_TYPES: dict[str, str] = {
+    "MET_CHAR": "i1", "MET_UCHAR": "u1", "MET_SHORT": "i2", "MET_USHORT": "u2",
+    "MET_INT": "i4", "MET_UINT": "u4", "MET_LONG": "i4", "MET_ULONG": "u4",
+    "MET_LONG_LONG": "i8", "MET_ULONG_LONG": "u8", "MET_FLOAT": "f4", "MET_DOUBLE": "f8",
 }
 _NIFTI_UNIT_TO_MM = {"meter": 1000.0, "mm": 1.0, "micron": 0.001}
 
@@ -74,6 +77,18 @@ def _in_plane(spacing_xyz: tuple[float, float, float], axis: int) -> tuple[float
 # --------------------------------------------------------------------------- NIfTI
 
 
+def require_nibabel() -> Any:
+    """The nibabel module, imported on first use (optional dependency, extra ``volumes``).
+
+    Raises ImportError naming the extra to install when nibabel is missing.
+    """
+    try:
+        import nibabel
+    except ImportError as exc:
+        raise ImportError("reading NIfTI needs nibabel: pip install ultrasam[volumes]") from exc
+    return nibabel
+
+
 def read_nifti_slice(
     path: str | Path, slice: int | None = None, axis: int = 0
 ) -> tuple[np.ndarray, tuple[float, float] | None, list[str], dict[str, Any]]:
@@ -83,10 +98,7 @@ def read_nifti_slice(
         ``(array, spacing_mm, warnings, meta)``: array is rows x cols (or rows x cols x 3 for
         RGB NIfTI) in the file's dtype, oriented as described in the module docstring.
     """
-    try:
-        import nibabel as nib
-    except ImportError as exc:
-        raise ImportError("reading NIfTI needs nibabel: pip install ultrasam[volumes]") from exc
+    nib = require_nibabel()
     path = str(path)
     try:
         img = nib.load(path)
@@ -136,90 +148,145 @@ def read_nifti_slice(
 
 # --------------------------------------------------------------------------- MetaImage
 
+# Real headers are well under 1 KiB; the limits stop a binary file being scanned as text.
+_MAX_HEADER_BYTES = 1 << 16
+_MAX_HEADER_FIELDS = 200
 
-def _parse_metaimage_header(raw: bytes, path: str) -> tuple[dict[str, str], int]:
-    """Parse 'Key = Value' lines up to and including ElementDataFile; returns (fields, offset)."""
+
+def _prefix(name: str) -> str:
+    return f"{name}: " if name else ""
+
+
+def parse_metaimage_header(raw: bytes, name: str = "") -> tuple[dict[str, str], int]:
+    """Parse the text header of a MetaImage; returns (fields, offset of the data in ``raw``).
+
+    The header is ``Key = Value`` lines ending with the ``ElementDataFile`` line (the last line
+    of a ``.mhd`` may lack its newline). ``name`` (the file, when known) starts every error
+    message. Raises ValueError for a malformed header or one over 64 KiB / 200 fields.
+    """
     fields: dict[str, str] = {}
-    offset = 0
-    while offset < len(raw):
-        end = raw.find(b"\n", offset)
-        if end < 0:
-            end = len(raw)
-        line = raw[offset:end].decode("latin-1").strip()
-        offset = end + 1
+    pos = 0
+    while pos < len(raw):
+        end = raw.find(b"\n", pos, _MAX_HEADER_BYTES)
+        if (end < 0 and len(raw) > _MAX_HEADER_BYTES) or len(fields) >= _MAX_HEADER_FIELDS:
+            raise ValueError(f"{_prefix(name)}MetaImage header longer than 64 KiB or "
+                             f"{_MAX_HEADER_FIELDS} fields: not a MetaImage file")
+        end = len(raw) if end < 0 else end
+        line = raw[pos:end].decode("latin-1").strip()
+        pos = end + 1
         if not line:
             continue
         if "=" not in line:
-            raise ValueError(f"{path}: malformed MetaImage header line {line[:60]!r}")
+            raise ValueError(f"{_prefix(name)}malformed MetaImage header line {line[:60]!r}")
         key, value = (s.strip() for s in line.split("=", 1))
         fields[key] = value
         if key == "ElementDataFile":
-            return fields, offset
-        if len(fields) > 200:
-            break
-    raise ValueError(f"{path}: MetaImage header has no ElementDataFile line")
+            return fields, pos
+    raise ValueError(f"{_prefix(name)}MetaImage header has no ElementDataFile line")
 
 
-def read_metaimage(path: str | Path) -> tuple[np.ndarray, tuple[float, ...], dict[str, str]]:
-    """Read a MetaImage file.
-
-    Returns:
-        ``(array, spacing_xyz, fields)``: array in ITK order -- (y, x) for 2D, (z, y, x) for 3D,
-        with a trailing channel axis when ElementNumberOfChannels > 1 -- and ElementSpacing in
-        file order (x, y[, z]).
-    """
-    path = str(path)
-    with open(path, "rb") as f:
-        raw = f.read(1 << 16)
-    fields, header_len = _parse_metaimage_header(raw, path)
+def _metaimage_layout(fields: dict[str, str], prefix: str) -> tuple[tuple[int, ...], np.dtype]:
+    """(array shape in ITK order, dtype in the file's byte order) from a parsed header."""
     missing = [k for k in ("NDims", "DimSize", "ElementType") if k not in fields]
     if missing:
-        raise ValueError(f"{path}: MetaImage header lacks {', '.join(missing)}")
-    if fields["ElementType"] not in _MET_TYPES:
-        raise ValueError(f"{path}: unsupported MetaImage ElementType {fields['ElementType']!r}; "
+        raise ValueError(f"{prefix}MetaImage header lacks {', '.join(missing)}")
+    etype = fields["ElementType"]
+    if etype not in _MET_TYPES:
+        raise ValueError(f"{prefix}unsupported MetaImage ElementType {etype!r}; "
                          f"supported: {', '.join(sorted(_MET_TYPES))}")
-    dtype = np.dtype(_MET_TYPES[fields["ElementType"]])
     try:
         ndims = int(fields["NDims"])
         dims = [int(v) for v in fields["DimSize"].split()]
+        channels = int(fields.get("ElementNumberOfChannels", "1"))
     except ValueError as exc:
-        raise ValueError(f"{path}: malformed MetaImage header ({exc})") from exc
-    if ndims not in (2, 3) or len(dims) != ndims or min(dims) < 1:
-        raise ValueError(f"{path}: MetaImage with NDims={ndims}, DimSize={dims} is not 2D or 3D")
-    channels = int(fields.get("ElementNumberOfChannels", "1"))
-    if fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False")) == "True":
-        dtype = dtype.newbyteorder(">")
-    shape = tuple(dims[::-1]) + ((channels,) if channels > 1 else ())
-    n_bytes = int(np.prod(shape)) * dtype.itemsize
-    data_file = fields["ElementDataFile"]
-    if data_file == "LOCAL":
-        with open(path, "rb") as f:
-            f.seek(header_len)
-            payload = f.read()
-    elif data_file.upper() == "LIST" or "%" in data_file:
-        raise ValueError(f"{path}: MetaImage with ElementDataFile={data_file} is not supported")
-    else:
-        data_path = Path(path).parent / data_file
+        raise ValueError(f"{prefix}malformed MetaImage header ({exc})") from exc
+    if ndims < 1 or len(dims) != ndims or min(dims) < 1 or channels < 1:
+        raise ValueError(f"{prefix}malformed MetaImage header: NDims={ndims}, DimSize={dims}, "
+                         f"ElementNumberOfChannels={channels}")
+    msb = fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False"))
+    dtype = np.dtype(_MET_TYPES[etype]).newbyteorder(">" if msb.lower() == "true" else "<")
+    return tuple(dims[::-1]) + ((channels,) if channels > 1 else ()), dtype
+
+
+def _sibling_reader(header: Path) -> Callable[[str], bytes]:
+    """Reads a MetaImage's external data file, named relative to the header's folder."""
+    def read(name: str) -> bytes:
+        data_path = header.parent / name
         if not data_path.is_file():
-            raise FileNotFoundError(f"{path}: MetaImage data file not found: {data_path}")
-        payload = data_path.read_bytes()
-        header_size = int(fields.get("HeaderSize", "0"))
-        if header_size == -1:
-            payload = payload[len(payload) - n_bytes:]
+            raise FileNotFoundError(f"{header}: MetaImage data file not found: {data_path}")
+        return data_path.read_bytes()
+    return read
+
+
+def _metaimage_payload(inline: bytes, fields: dict[str, str], n_bytes: int, prefix: str,
+                       data_file: Callable[[str], bytes] | None) -> bytes:
+    """The decompressed voxel bytes: inline after the header, or from the external data file."""
+    name = fields["ElementDataFile"]
+    if name.upper() == "LOCAL":
+        payload = inline
+    elif name.upper().startswith("LIST") or "%" in name:
+        raise ValueError(f"{prefix}MetaImage with multiple data files ({name!r}) is not "
+                         f"supported")
+    elif data_file is None:
+        raise ValueError(f"{prefix}MetaImage data is in {name!r}; pass data_file to read it")
+    else:
+        payload = data_file(name)
+        try:
+            header_size = int(fields.get("HeaderSize", "0"))
+        except ValueError as exc:
+            raise ValueError(f"{prefix}malformed MetaImage HeaderSize ({exc})") from exc
+        if header_size == -1:  # MetaIO: the data are the last n_bytes of the file
+            payload = payload[max(0, len(payload) - n_bytes):]
         elif header_size > 0:
             payload = payload[header_size:]
-    if fields.get("CompressedData", "False") == "True":
+    if fields.get("CompressedData", "False").lower() == "true":
         try:
             payload = zlib.decompress(payload)
         except zlib.error as exc:
-            raise ValueError(f"{path}: corrupt compressed MetaImage data ({exc})") from exc
-    if len(payload) < n_bytes:
-        raise ValueError(f"{path}: truncated MetaImage data: expected {n_bytes} bytes for "
-                         f"DimSize {dims} {fields['ElementType']}, found {len(payload)}")
-    array = np.frombuffer(payload, dtype=dtype, count=int(np.prod(shape))).reshape(shape)
-    spacing = tuple(float(v) for v in fields.get("ElementSpacing",
-                                                 " ".join(["1"] * ndims)).split())
-    return array, spacing, fields
+            raise ValueError(f"{prefix}corrupt compressed MetaImage data ({exc})") from exc
+    return payload
+
+
+def read_metaimage(
+    source: str | Path | bytes, data_file: Callable[[str], bytes] | None = None
+) -> tuple[np.ndarray, tuple[float, ...], dict[str, str]]:
+    """Read a MetaImage (``.mha`` with inline data, ``.mhd`` + a data file), path or bytes.
+
+    Handles inline (``LOCAL``) and external data (``HeaderSize`` included), zlib compression
+    (``CompressedData = True``), both byte orders and every scalar ``MET_*`` type, in any
+    number of dimensions. ``data_file(name)`` returns the bytes of an external data file; by
+    default it is read next to ``source`` when ``source`` is a path (FileNotFoundError when
+    absent). Raises ValueError, naming the file, for malformed or truncated data.
+
+    Returns:
+        ``(array, spacing_xyz, fields)``: array in ITK order -- ``DimSize = X Y Z`` gives
+        ``Z x Y x X`` (``Y x X`` for 2D), with a trailing channel axis when
+        ElementNumberOfChannels > 1 -- in native byte order (a writable copy);
+        ElementSpacing (or ElementSize; 1 per axis when absent) in file order (x, y[, z]);
+        and the header fields.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        name, raw = "", bytes(source)
+    else:
+        name, raw = str(source), Path(source).read_bytes()
+        data_file = data_file or _sibling_reader(Path(source))
+    prefix = _prefix(name)
+    fields, offset = parse_metaimage_header(raw, name)
+    shape, dtype = _metaimage_layout(fields, prefix)
+    count = int(np.prod(shape))
+    payload = _metaimage_payload(raw[offset:], fields, count * dtype.itemsize, prefix, data_file)
+    if len(payload) < count * dtype.itemsize:
+        raise ValueError(f"{prefix}truncated MetaImage data: expected {count * dtype.itemsize} "
+                         f"bytes for DimSize {fields['DimSize']} {fields['ElementType']}, found "
+                         f"{len(payload)}")
+    array = np.frombuffer(payload, dtype=dtype, count=count).reshape(shape)
+    spacing_text = fields.get("ElementSpacing", fields.get("ElementSize"))
+    try:
+        spacing = (tuple(float(v) for v in spacing_text.split()) if spacing_text
+                   else (1.0,) * len(fields["DimSize"].split()))
+    except ValueError as exc:
+        raise ValueError(f"{prefix}malformed MetaImage ElementSpacing ({exc})") from exc
+    return array.astype(dtype.newbyteorder("="), copy=True), spacing, fields
 
 
 def read_metaimage_slice(
@@ -228,7 +295,10 @@ def read_metaimage_slice(
     """One 2D slice of a MetaImage (same return value as :func:`read_nifti_slice`)."""
     path = str(path)
     array, spacing, fields = read_metaimage(path)
-    ndims = int(fields["NDims"])
+    ndims = int(fields["NDims"])  # validated by read_metaimage
+    if ndims not in (2, 3):
+        raise ValueError(f"{path}: MetaImage with NDims={ndims}, DimSize={fields['DimSize']} "
+                         f"is not 2D or 3D")
     channels = int(fields.get("ElementNumberOfChannels", "1"))
     warnings: list[str] = []
     vol = array if ndims == 3 else array[None]

@@ -7,8 +7,9 @@ way round (``X x Y x Z[ x T]``, the voxel index order ``i, j, k``); :func:`read_
 the axes so that UltraSam's rule "slice along the first array axis" means the same thing for
 NIfTI and MetaImage inputs (frame ``t`` of a CAMUS sequence is ``volume[t]``, rows = ``y``).
 
-MetaImage (``.mha`` with the data inline, ``.mhd`` + a raw file) is read by a small numpy reader
-(uncompressed and zlib-compressed data), so SimpleITK (a 276 MB wheel) stays optional.
+MetaImage (``.mha`` with the data inline, ``.mhd`` + a raw file) is read by the small numpy reader
+of :mod:`ultrasam.io.volumes` (uncompressed and zlib-compressed data), so SimpleITK (a 276 MB
+wheel) stays optional; :func:`parse_metaimage_header` is re-exported from there.
 
 Optional dependencies (nibabel, OpenCV for video) are imported inside the functions using them.
 """
@@ -26,16 +27,13 @@ from typing import Any
 
 import numpy as np
 
+from ultrasam.io.volumes import parse_metaimage_header, require_nibabel
+from ultrasam.io.volumes import read_metaimage as _read_metaimage_xyz
+
 __all__ = [
     "Volume", "read_nifti", "read_metaimage", "parse_metaimage_header", "read_npy",
     "read_pickled_npy", "read_video", "count_video_frames", "iter_slices", "volume_to_uint8",
 ]
-
-_MET_TYPES: dict[str, str] = {
-    "MET_CHAR": "i1", "MET_UCHAR": "u1", "MET_SHORT": "i2", "MET_USHORT": "u2",
-    "MET_INT": "i4", "MET_UINT": "u4", "MET_LONG": "i4", "MET_ULONG": "u4",
-    "MET_LONG_LONG": "i8", "MET_ULONG_LONG": "u8", "MET_FLOAT": "f4", "MET_DOUBLE": "f8",
-}
 
 
 @dataclass(frozen=True)
@@ -62,8 +60,7 @@ def read_nifti(source: str | Path | bytes) -> Volume:
     stored dtype (scaling slopes applied only when the header defines them). Raises ValueError
     for data that is not NIfTI.
     """
-    import nibabel as nib  # optional dependency (extra "volumes" / "data")
-
+    nib = require_nibabel()  # optional dependency (extra "volumes" / "data")
     raw = _load_bytes(source)
     if raw[:2] == b"\x1f\x8b":
         try:
@@ -90,84 +87,20 @@ def _is_nifti2(raw: bytes) -> bool:
 
 
 # -- MetaImage ------------------------------------------------------------------------------------
-def parse_metaimage_header(raw: bytes) -> tuple[dict[str, str], int]:
-    """Parse the text header of a MetaImage; returns (fields, offset of the data in ``raw``).
-
-    The header is ``Key = Value`` lines ending with the ``ElementDataFile`` line.
-    """
-    fields: dict[str, str] = {}
-    pos = 0
-    while True:
-        end = raw.find(b"\n", pos)
-        if end < 0:
-            raise ValueError("MetaImage header has no ElementDataFile line")
-        line = raw[pos:end].decode("latin-1").strip()
-        pos = end + 1
-        if not line:
-            continue
-        if "=" not in line:
-            raise ValueError(f"malformed MetaImage header line {line!r}")
-        key, value = (s.strip() for s in line.split("=", 1))
-        fields[key] = value
-        if key == "ElementDataFile":
-            return fields, pos
-        if pos > 65536:
-            raise ValueError("MetaImage header longer than 64 KiB: not a MetaImage file")
-
-
 def read_metaimage(source: str | Path | bytes,
                    data_file: Callable[[str], bytes] | None = None) -> Volume:
-    """Read a MetaImage (``.mha`` or ``.mhd``) as a slowest-axis-first :class:`Volume`.
+    """Read a MetaImage (``.mha`` or ``.mhd``, path or bytes) as a slowest-axis-first
+    :class:`Volume`.
 
+    A view of :func:`ultrasam.io.volumes.read_metaimage` (the project's one MetaImage reader):
     ``DimSize = X Y Z`` gives an array ``Z x Y x X`` (``x C`` appended when
-    ``ElementNumberOfChannels`` > 1). Handles inline (``LOCAL``) and external raw data, zlib
-    compression (``CompressedData = True``), both byte orders and every scalar ``MET_*`` type.
-    ``data_file(name)`` returns the bytes of an external data file; by default it is read next
-    to ``source`` when ``source`` is a path. Raises ValueError for malformed or truncated files.
+    ``ElementNumberOfChannels`` > 1), spacing reversed to the same order. Handles inline and
+    external data (``data_file(name)`` returns its bytes; by default read next to ``source``
+    when it is a path), zlib compression, both byte orders and every scalar ``MET_*`` type.
+    Raises ValueError for malformed or truncated files.
     """
-    raw = _load_bytes(source)
-    fields, offset = parse_metaimage_header(raw)
-    try:
-        dims = [int(v) for v in fields["DimSize"].split()]
-        etype = fields["ElementType"]
-    except (KeyError, ValueError) as e:
-        raise ValueError(f"MetaImage header lacks a valid DimSize/ElementType: {e}") from e
-    if etype not in _MET_TYPES:
-        raise ValueError(f"unsupported MetaImage ElementType {etype!r}")
-    channels = int(fields.get("ElementNumberOfChannels", "1"))
-    msb = fields.get("BinaryDataByteOrderMSB", fields.get("ElementByteOrderMSB", "False"))
-    dtype = np.dtype(_MET_TYPES[etype]).newbyteorder(">" if msb.lower() == "true" else "<")
-    name = fields["ElementDataFile"]
-    if name.upper() == "LOCAL":
-        payload = raw[offset:]
-    elif name.upper().startswith("LIST") or "%" in name:
-        raise ValueError(f"MetaImage with multiple data files ({name!r}) is not supported")
-    else:
-        if data_file is None:
-            if isinstance(source, (bytes, bytearray)):
-                raise ValueError(f"MetaImage data is in {name!r}; pass data_file to read it")
-            base = Path(source).parent
-
-            def data_file(n: str) -> bytes:
-                return (base / n).read_bytes()
-        payload = data_file(name)
-        header_size = int(fields.get("HeaderSize", "0"))
-        payload = payload[header_size:] if header_size > 0 else payload
-    if fields.get("CompressedData", "False").lower() == "true":
-        try:
-            payload = zlib.decompress(payload)
-        except zlib.error as e:
-            raise ValueError(f"corrupt compressed MetaImage data: {e}") from e
-    count = int(np.prod(dims)) * channels
-    if len(payload) < count * dtype.itemsize:
-        raise ValueError(f"MetaImage data truncated: {len(payload)} bytes for {count} "
-                         f"{etype} elements")
-    shape = tuple(reversed(dims)) + ((channels,) if channels > 1 else ())
-    array = np.frombuffer(payload, dtype=dtype, count=count).reshape(shape)
-    spacing_text = fields.get("ElementSpacing", fields.get("ElementSize"))
-    spacing = (tuple(float(v) for v in reversed(spacing_text.split()))
-               if spacing_text else (1.0,) * len(dims))
-    return Volume(array.astype(dtype.newbyteorder("="), copy=True), spacing)
+    array, spacing_xyz, _fields = _read_metaimage_xyz(source, data_file)
+    return Volume(array, tuple(reversed(spacing_xyz)))
 
 
 # -- numpy ----------------------------------------------------------------------------------------

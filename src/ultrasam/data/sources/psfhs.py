@@ -28,7 +28,7 @@ def _read(path: Path) -> np.ndarray:
     try:
         return read_metaimage(path).array
     except ValueError as e:
-        raise UnreadableFile(path, str(e)) from e
+        raise UnreadableFile(path, str(e).removeprefix(f"{path}: ")) from e
 
 
 LABELS = {1: "pubic_symphysis", 2: "fetal_head"}
