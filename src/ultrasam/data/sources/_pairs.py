@@ -162,6 +162,22 @@ def read_file_pair(image_path: Path, mask_path: Path, native_dir: Path, writer: 
         return None
 
 
+def read_matched_pair(image_path: Path, mask_path: Path | None, native_dir: Path,
+                      writer: CocoWriter, check_size: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray] | None:
+    """An image and its mask file, or None after a warning naming the image: no mask file
+    (``"no mask file; image skipped"``), an unreadable file (:func:`read_file_pair`), or — with
+    ``check_size`` — a mask whose size differs from the image's (:func:`sizes_match`)."""
+    source = relative_source(image_path, native_dir)
+    if mask_path is None or not mask_path.is_file():
+        writer.warn(source, "no mask file; image skipped")
+        return None
+    read = read_file_pair(image_path, mask_path, native_dir, writer)
+    if read is None or (check_size and not sizes_match(*read, source, writer)):
+        return None
+    return read
+
+
 def sizes_match(image: np.ndarray, mask: np.ndarray, source: str, writer: CocoWriter,
                 what: str = "mask") -> bool:
     """True when ``mask`` (``H x W[ x C]``) covers ``image``'s ``H x W``; else warn on ``source``

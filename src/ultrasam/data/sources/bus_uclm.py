@@ -21,7 +21,7 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_file_pair, sizes_match
+from ._pairs import read_matched_pair
 from ._read import find_dirs, natural_sorted, relative_source, threshold
 
 STRUCTURE = "breast_lesion"
@@ -63,11 +63,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                                          if p.suffix.lower() == ".png"):
             source = relative_source(image_path, native_dir)
             mask_path = masks_dir / image_path.name
-            if not mask_path.is_file():
-                writer.warn(source, "no mask file; image skipped")
-                continue
-            read = read_file_pair(image_path, mask_path, native_dir, writer)
-            if read is None or not sizes_match(*read, source, writer):
+            read = read_matched_pair(image_path, mask_path, native_dir, writer)
+            if read is None:
                 continue
             image, raw = read
             lesion = threshold(raw, 128)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_file_pair, sizes_match
+from ._pairs import read_matched_pair
 from ._read import find_dirs, natural_sorted, relative_source, threshold
 
 STRUCTURE = "breast_lesion"
@@ -49,11 +49,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             source = relative_source(image_path, native_dir)
             image_id = image_path.stem
             mask_path = mask_dir / f"mask_{image_id[len('bus_'):]}{image_path.suffix}"
-            if not mask_path.is_file():
-                writer.warn(source, "no mask file; image skipped")
-                continue
-            read = read_file_pair(image_path, mask_path, native_dir, writer)
-            if read is None or not sizes_match(*read, source, writer):
+            read = read_matched_pair(image_path, mask_path, native_dir, writer)
+            if read is None:
                 continue
             image, lesion = read[0], threshold(read[1], 128)
             row = meta.get(image_id, {})

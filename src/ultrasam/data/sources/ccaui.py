@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_file_pair, sizes_match
+from ._pairs import read_matched_pair
 from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, relative_source, threshold
 
 STRUCTURE = "carotid_artery"
@@ -35,11 +35,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                                          if p.suffix.lower() in IMAGE_SUFFIXES):
             source = relative_source(image_path, native_dir)
             mask_path = mask_dir / image_path.name
-            if not mask_path.is_file():
-                writer.warn(source, "no mask file; image skipped")
-                continue
-            read = read_file_pair(image_path, mask_path, native_dir, writer)
-            if read is None or not sizes_match(*read, source, writer):
+            read = read_matched_pair(image_path, mask_path, native_dir, writer)
+            if read is None:
                 continue
             image, artery = read[0], threshold(read[1], 128)
             m = _SLICE.match(image_path.stem)

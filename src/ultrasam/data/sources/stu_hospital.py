@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_file_pair
+from ._pairs import read_matched_pair
 from ._read import natural_sorted, relative_source, resize_nearest, threshold
 
 STRUCTURE = "breast_lesion"
@@ -27,10 +27,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         source = relative_source(image_path, native_dir)
         k = _IMAGE.match(image_path.stem)["k"]  # type: ignore[index]
         mask_path = image_path.with_name(f"mask_{k}{image_path.suffix}")
-        if not mask_path.is_file():
-            writer.warn(source, "no mask file; image skipped")
-            continue
-        read = read_file_pair(image_path, mask_path, native_dir, writer)
+        read = read_matched_pair(image_path, mask_path, native_dir, writer,
+                                 check_size=False)
         if read is None:
             continue
         image, lesion = read[0], threshold(read[1], 128)

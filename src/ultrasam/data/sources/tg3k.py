@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_file_pair, sizes_match
+from ._pairs import read_matched_pair
 from ._read import find_dirs, natural_sorted, relative_source, threshold
 
 STRUCTURE = "thyroid_gland"
@@ -67,11 +67,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
     native_dir = Path(native_dir)
     for image_path, mask_path, split in _pairs(native_dir):
         source = relative_source(image_path, native_dir)
-        if not mask_path.is_file():
-            writer.warn(source, "no mask file; image skipped")
-            continue
-        read = read_file_pair(image_path, mask_path, native_dir, writer)
-        if read is None or not sizes_match(*read, source, writer):
+        read = read_matched_pair(image_path, mask_path, native_dir, writer)
+        if read is None:
             continue
         image, gland = read[0], threshold(read[1], 128)
         frame = int(image_path.stem) if image_path.stem.isdigit() else None

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_file_pair, sizes_match
+from ._pairs import read_matched_pair, sizes_match
 from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, relative_source
 
 LABELS = {1: "nerve", 2: "blood_vessel"}
@@ -36,10 +36,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                                          if p.suffix.lower() in IMAGE_SUFFIXES):
             source = relative_source(image_path, native_dir)
             mask_path = mask_dir / image_path.name
-            if not mask_path.is_file():
-                writer.warn(source, "no mask file; image skipped")
-                continue
-            read = read_file_pair(image_path, mask_path, native_dir, writer)
+            read = read_matched_pair(image_path, mask_path, native_dir, writer,
+                                     check_size=False)
             if read is None:
                 continue
             image, label = read
