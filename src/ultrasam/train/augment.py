@@ -24,7 +24,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class AugmentParams:
-    """Probabilities and ranges; mirrors ``TrainConfig.augment``."""
+    """Probabilities and ranges; also the ``augment`` section of ``TrainConfig``."""
 
     hflip: float = 0.5
     p_scale: float = 0.0

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .augment import AugmentParams
 
 
 @dataclass(frozen=True)
@@ -92,21 +93,8 @@ class PromptSection:
     click_iterations: int = 0
 
 
-@dataclass(frozen=True)
-class AugmentSection:
-    """Augmentation probabilities and ranges (see ``ultrasam.train.augment``)."""
-
-    hflip: float = 0.5
-    p_scale: float = 0.0
-    scale_range: tuple[float, float] = (0.75, 1.25)
-    p_speckle: float = 0.0
-    speckle_strength: float = 0.3
-    p_gain: float = 0.0
-    gain_range: tuple[float, float] = (0.7, 1.3)
-    p_attenuation: float = 0.0
-    attenuation_max: float = 1.5
-    p_shadow: float = 0.0
-    shadow_strength: float = 0.6
+# The augment section is the augmentation's own parameter set (one definition, in augment.py).
+AugmentSection = AugmentParams
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..modeling import Sam, build_model
-from .augment import AugmentParams
 from .config import TrainConfig
 from .data import Batch, BatchLoader, MixingSampler, TrainImages, position_seed
 from .losses import prompt_losses, select_best
@@ -390,7 +389,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # MedSAM-style checkpoints see the whole square at inference: train them that way, and
         # without scale augmentation (a shrunk image would leave padding MedSAM never sees).
         square = sam.config.preprocessing == "medsam"
-        augment_params = AugmentParams(**vars(cfg.augment))
+        augment_params = cfg.augment
         if square and augment_params.p_scale > 0:
             log.info("MedSAM preprocessing: scale augmentation disabled (square inputs)")
             augment_params = dataclasses.replace(augment_params, p_scale=0.0)
