@@ -17,38 +17,19 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from _reference import import_segment_anything
+from _reference import cpu_name, import_segment_anything, times_ms
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _median_ms(fn: Callable[[], object], runs: int, warmup: int = 3) -> tuple[float, list[float]]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - t))
-    return statistics.median(times), times
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
@@ -96,7 +77,7 @@ def main() -> None:
     ref = meta_decoder()
     results: dict[str, object] = {
         "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-        "cpu": _cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+        "cpu": cpu_name(), "threads": torch.get_num_threads(), "cores": os.cpu_count(),
         "decoder_embedding": [1, 256, 64, 64], "decoder_prompt": "one positive point, "
         "multimask output, low-res logits", "decoder_runs": args.decoder_runs,
         "decoder_cache_ms_once_per_image": cache_ms,
@@ -108,7 +89,7 @@ def main() -> None:
     for _ in range(2):
         for name, fn in (("meta", meta_decoder), ("plain", plain_decoder),
                          ("fast", fast_decoder)):
-            medians[name].append(_median_ms(fn, args.decoder_runs // 2)[0])
+            medians[name].append(statistics.median(times_ms(fn, args.decoder_runs // 2)))
     for name, values in medians.items():
         results[f"decoder_{name}_ms_median"] = statistics.mean(values)
     for name, fn in (("plain", plain_decoder), ("fast", fast_decoder)):

@@ -23,40 +23,21 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from _reference import import_segment_anything
+from _reference import cpu_name, import_segment_anything, times_ms
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _times_ms(fn: Callable[[], object], runs: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        out.append(1000 * (time.perf_counter() - t))
-    return out
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 def main() -> None:
@@ -125,7 +106,7 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in candidates}
     for _ in range(args.rounds):
         for name, fn in candidates.items():
-            times[name] += _times_ms(fn, per_round)
+            times[name] += times_ms(fn, per_round)
     t0 = time.perf_counter()
     prepare_image(small.mask_decoder, small.prompt_encoder, emb)
     cache_ms = 1000 * (time.perf_counter() - t0)
@@ -133,7 +114,7 @@ def main() -> None:
     res: dict[str, object] = {
         "command": "python benchmarks/bench_cpu_small.py " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-        "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+        "cpu": cpu_name(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
         "load_avg_1_5_15_before": [round(v, 2) for v in load_before],
         "load_avg_1_5_15_after": [round(v, 2) for v in os.getloadavg()],
         "weights": "random", "small_parameters": n_params,
