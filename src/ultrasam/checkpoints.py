@@ -18,7 +18,7 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
@@ -29,7 +29,6 @@ from .safe_pickle import UnsafeCheckpointError, restricted_pickle_module
 
 log = logging.getLogger(__name__)
 
-Format = Literal["sam", "medsam", "ultrasam", "native"]
 FORMATS: tuple[str, ...] = ("sam", "medsam", "ultrasam", "native")
 NATIVE_VERSION = 1
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"

@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .modeling.fast_decoder import DecoderImageCache, fast_decode, prepare_image
 from .modeling.sam import Sam
@@ -289,8 +288,3 @@ def _check_mask_input(mask: Any, size: int) -> np.ndarray:
     if m.shape != (1, size, size):
         raise ValueError(f"mask_input must be 1 x {size} x {size} low-res logits, got {m.shape}")
     return m
-
-
-def upsample_logits(low_res: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of B x C x L x L logits to (h, w)."""
-    return F.interpolate(low_res, size, mode="bilinear", align_corners=False)

@@ -87,7 +87,6 @@ class CocoWriter:
 
     def __post_init__(self) -> None:
         self._category_ids = {name: i + 1 for i, name in enumerate(self.structures)}
-        self._names: set[str] = set()
         if self.images_dir is not None:
             self.images_dir = Path(self.images_dir)
             self.images_dir.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import cv2
@@ -54,15 +53,6 @@ def is_flat(gray: np.ndarray, min_std: float = FLAT_STD) -> bool:
     """Whether an image is (nearly) uniform: its pHash is then noise, so it is not compared
     (otherwise every blank frame of every dataset would form one giant duplicate cluster)."""
     return float(gray.std()) < min_std
-
-
-def phash_file(path: Path) -> int:
-    """pHash of an image file; raises ``ValueError`` naming the file when it cannot be decoded."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    gray = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
-    if gray is None:
-        raise ValueError(f"unreadable image {path}")
-    return phash_array(gray)
 
 
 def hamming(a: int, b: int) -> int:

@@ -344,14 +344,3 @@ def _rar_reader(exe: str, file: Path, name: str) -> Callable[[], bytes]:
             raise OSError(f"{file.name}/{name}: unrar failed with exit code {out.returncode}")
         return out.stdout
     return read
-
-
-def walk_tree(root: str | os.PathLike[str],
-              on_unreadable: Callable[[str, str], None] | None = None) -> list[TreeEntry]:
-    """Convenience: every entry under ``root`` (archives expanded), sorted by path.
-
-    Archive handles stay open for as long as the returned entries are referenced (they are
-    closed by the garbage collector), so entries can be read after the call.
-    """
-    tree = NativeTree(root, on_unreadable=on_unreadable)
-    return tree.files()
