@@ -19,18 +19,16 @@ from pathlib import Path
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
 from ._tree import NativeTree
-from .mup import convert_case, scan_record
+from .mup import CITATION, LICENCE, RECORD_URL, convert_case, scan_record
 
 log = logging.getLogger(__name__)
 
 SPEC = SourceSpec(
     name="MicroSeg",
     aliases=("MicroSegNet", "Micro-Seg"),
-    url="https://zenodo.org/records/10475293",
-    citation=("Jiang H, Imran M, Muralidharan P, et al. MicroSegNet: a deep learning approach "
-              "for prostate segmentation on micro-ultrasound images. Computerized Medical "
-              "Imaging and Graphics 112:102326 (2024)."),
-    licence="unknown — check upstream (Zenodo record 10475293)",
+    url=RECORD_URL,
+    citation=CITATION,
+    licence=LICENCE,
     anatomy="prostate",
     structures=("prostate",),
     kind="3d",

@@ -27,14 +27,19 @@ from ._shapes import add_labelled_slices, first_int
 from ._tree import NativeTree, TreeEntry
 from ._volumes import volume_to_uint8
 
+# MicroSeg comes from the same Zenodo record and shares these.
+RECORD_URL = "https://zenodo.org/records/10475293"
+CITATION = ("Jiang H, Imran M, Muralidharan P, et al. MicroSegNet: a deep learning approach for "
+            "prostate segmentation on micro-ultrasound images. Computerized Medical Imaging "
+            "and Graphics 112:102326 (2024).")
+LICENCE = "unknown — check upstream (Zenodo record 10475293)"
+
 SPEC = SourceSpec(
     name="MUP",
     aliases=("Micro-Ultrasound Prostate", "micro_usp", "microUS prostate"),
-    url="https://zenodo.org/records/10475293",
-    citation=("Jiang H, Imran M, Muralidharan P, et al. MicroSegNet: a deep learning approach "
-              "for prostate segmentation on micro-ultrasound images. Computerized Medical "
-              "Imaging and Graphics 112:102326 (2024)."),
-    licence="unknown — check upstream (Zenodo record 10475293)",
+    url=RECORD_URL,
+    citation=CITATION,
+    licence=LICENCE,
     anatomy="prostate",
     structures=("prostate",),
     kind="3d",
