@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Preprocessing = Literal["sam", "medsam"]
-EncoderType = Literal["vit", "conv"]
-ENCODERS: tuple[str, ...] = ("vit", "conv")
+EncoderType = Literal["vit", "conv", "fusion"]
+ENCODERS: tuple[str, ...] = ("vit", "conv", "fusion")
 # Fields that hold tuples; YAML and JSON give lists, which are normalised on construction.
 _TUPLE_FIELDS = ("encoder_global_attn_indexes", "conv_dims", "conv_depths", "pixel_mean",
                  "pixel_std")
@@ -81,7 +81,7 @@ class ModelConfig:
         if self.encoder not in ENCODERS:
             raise ValueError(f"unknown encoder type {self.encoder!r}; expected one of "
                              f"{list(ENCODERS)}")
-        if self.encoder == "conv":
+        if self.encoder in ("conv", "fusion"):
             self._check_conv()
 
     def _check_conv(self) -> None:
@@ -151,8 +151,14 @@ SMALL = ModelConfig(variant="small", encoder="conv", img_size=256, patch_size=4,
                     mlp_ratio=4.0, prompt_embed_dim=128, decoder_mlp_dim=1024,
                     decoder_num_heads=4, iou_head_hidden_dim=128)
 
+# The default model: early fusion (see modeling/fusion.py), designed to train and run on a
+# 2-core CPU; 256 px input, prompts fused after a stride-4 stem, logits at 256 x 256.
+FUSION = ModelConfig(variant="fusion", encoder="fusion", img_size=256, patch_size=4,
+                     conv_dims=(48, 96, 160, 256), conv_depths=(2, 2, 3, 2),
+                     prompt_embed_dim=64, iou_head_hidden_dim=128)
+
 VARIANTS: dict[str, ModelConfig] = {c.variant: c
-                                    for c in (VIT_B, VIT_L, VIT_H, TINY, SMALL)}
+                                    for c in (VIT_B, VIT_L, VIT_H, TINY, SMALL, FUSION)}
 
 
 def get_config(variant: str, **overrides: Any) -> ModelConfig:

@@ -21,8 +21,14 @@ def register(subparsers: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ultrasam.train import load_config, train
+    from ultrasam.train.fusion_loop import is_fusion_config, load_fusion_config, train_fusion
 
-    result = train(load_config(args.config, args.overrides))
+    if is_fusion_config(args.config):
+        # The early-fusion CPU recipe of the default model (configs/default_cpu.yaml).
+        result = train_fusion(load_fusion_config(args.config, args.overrides))
+    else:
+        from ultrasam.train import load_config, train
+
+        result = train(load_config(args.config, args.overrides))
     print(json.dumps(result, indent=1, sort_keys=True))
     return 0

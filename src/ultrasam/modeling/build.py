@@ -5,7 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from ..config import ModelConfig, get_config
+from .base import PromptableModel
 from .conv_encoder import ConvEncoder
+from .fusion import FusionNet
 from .image_encoder import ImageEncoderViT
 from .mask_decoder import MaskDecoder
 from .prompt_encoder import PromptEncoder
@@ -13,11 +15,13 @@ from .sam import Sam
 from .transformer import TwoWayTransformer
 
 
-def build_model(config: ModelConfig | str) -> Sam:
+def build_model(config: ModelConfig | str) -> PromptableModel:
     """A randomly initialised model for a config (or a variant name: vit_b, vit_l, vit_h, tiny,
-    small)."""
+    small, fusion)."""
     if isinstance(config, str):
         config = get_config(config)
+    if config.encoder == "fusion":
+        return FusionNet(config)
     grid = config.embed_size
     image_encoder: nn.Module
     if config.encoder == "vit":
