@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .modeling.fast_decoder import DecoderImageCache, fast_decode, prepare_image
+from .modeling.base import PromptableModel
 from .modeling.sam import Sam
 from .refine import refine_two_pass
 from .transforms import ResizeLongestSide
@@ -34,10 +35,11 @@ class Predictor:
     ``return_logits=True`` are always the upsampled logits.
     """
 
-    def __init__(self, model: Sam, postprocessing: PostProcessing = "sam",
+    def __init__(self, model: PromptableModel, postprocessing: PostProcessing = "sam",
                  fast: bool = True) -> None:
-        if not isinstance(model, Sam):
-            raise TypeError(f"Predictor needs an ultrasam Sam model, got {type(model).__name__}")
+        if not isinstance(model, PromptableModel):
+            raise TypeError(f"Predictor needs an ultrasam model (load_model / build_model), "
+                            f"got {type(model).__name__}")
         if postprocessing not in ("sam", "ultrasam"):
             raise ValueError(f"unknown postprocessing {postprocessing!r}")
         self.model = model
@@ -98,7 +100,7 @@ class Predictor:
         self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
         self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         x = self.model.preprocess(transformed_image.float())
-        x = x.to(self.model.prompt_encoder.no_mask_embed.weight.dtype)  # a bf16/fp16 model
+        x = x.to(self.model.dtype)  # a bf16/fp16 model
         self.features = self.model.encode(x)
         self.is_image_set = True
 
@@ -111,9 +113,8 @@ class Predictor:
     def set_image_embedding(self, embedding: torch.Tensor | np.ndarray,
                             original_size: tuple[int, int]) -> None:
         """Reuse an embedding computed earlier for an image of ``original_size`` (h, w)."""
-        emb = torch.as_tensor(embedding, device=self.device, dtype=torch.float32)
-        g = self.model.config.embed_size
-        expected = (1, self.model.config.prompt_embed_dim, g, g)
+        emb = torch.as_tensor(embedding, device=self.device, dtype=self.model.dtype)
+        expected = (1, *self.model.embedding_shape)
         if tuple(emb.shape) != expected:
             raise ValueError(f"embedding must be {expected}, got {tuple(emb.shape)}")
         h, w = (int(v) for v in original_size)
@@ -209,7 +210,8 @@ class Predictor:
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Low-res logits and IoU for B prompts on the current image."""
         assert self.features is not None
-        if not self.fast:
+        if not self.fast or not isinstance(self.model, Sam):
+            # FusionNet (early fusion) has no separable decoder cache: its decode is the path.
             return self.model.decode(self.features, coords, labels, boxes, masks, multimask)
         if self._cache is None:
             self._cache = prepare_image(self.model.mask_decoder, self.model.prompt_encoder,
