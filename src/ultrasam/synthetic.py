@@ -326,15 +326,22 @@ def _gauss_kernel(sigma: float) -> tuple[int, np.ndarray]:
 def _speckle_envelope(echo: np.ndarray, rng: np.random.Generator, sigma_ax: float,
                       sigma_lat: float) -> np.ndarray:
     """|PSF * (sqrt(E) * complex white noise)|, normalised so E[env^2] = E in flat regions."""
+    # Real, then imaginary part: two draws in this order (the phantoms' bytes depend on it).
+    noise = [rng.standard_normal(echo.shape, dtype=np.float32) for _part in range(2)]
+    return _envelope(echo, noise[0], noise[1], sigma_ax, sigma_lat)
+
+
+def _envelope(echo: np.ndarray, noise_re: np.ndarray, noise_im: np.ndarray, sigma_ax: float,
+              sigma_lat: float) -> np.ndarray:
+    """Speckle envelope of given white scatterer noise (real, imaginary parts; E's shape)."""
     amp = np.sqrt(echo).astype(np.float32)
     kx, gx = _gauss_kernel(sigma_lat)
     ky, gy = _gauss_kernel(sigma_ax)
     norm = 1.0 / math.sqrt(float((gx ** 2).sum() * (gy ** 2).sum()) * 2.0)
     out = np.empty(echo.shape, np.float32)
     power = np.zeros(echo.shape, np.float32)
-    for _part in range(2):  # real and imaginary parts
-        noise = rng.standard_normal(echo.shape, dtype=np.float32) * amp
-        cv2.GaussianBlur(noise, (kx, ky), sigmaX=sigma_lat, sigmaY=sigma_ax, dst=out,
+    for noise in (noise_re, noise_im):
+        cv2.GaussianBlur(noise * amp, (kx, ky), sigmaX=sigma_lat, sigmaY=sigma_ax, dst=out,
                          borderType=cv2.BORDER_REFLECT)
         power += out * out
     return np.sqrt(power) * norm
@@ -462,3 +469,190 @@ def make_batch(n: int, seed: int = 0, size: int = 256, geometry: str | None = No
         k = kind if kind is not None else KINDS[int(rng.integers(len(KINDS)))]
         out.append(make_phantom(s, size=size, geometry=g, kind=k))
     return out
+
+
+# --------------------------------------------------------------------------- cine loops
+
+MOTIONS: tuple[str, ...] = ("translate", "pulsate", "deform", "mixed")
+TARGETS: tuple[str, ...] = ("cyst", "hypoechoic_lesion")
+
+
+@dataclass(frozen=True)
+class Cine:
+    """A synthetic cine loop of one moving structure, with its exact mask on every frame.
+
+    Attributes:
+        frames: N x H x W uint8 B-mode frames (0 outside the field of view).
+        masks: N x H x W bool, the target's exact mask per frame (pixel centres, clipped to fov).
+        boxes: N x 4 int64 XYXY boxes of ``masks`` (x1, y1 exclusive).
+        times_s: N frame times in seconds (``k / fps``).
+        dropout: N bool, frames that carry a dropout band (poor probe contact).
+        fov: H x W bool field of view.
+        structure: ``"cyst"`` or ``"hypoechoic_lesion"``.
+        seed, geometry, motion: the arguments that generated it; params: drawn values.
+    """
+
+    frames: np.ndarray
+    masks: np.ndarray
+    boxes: np.ndarray
+    times_s: np.ndarray
+    dropout: np.ndarray
+    fov: np.ndarray
+    structure: str
+    seed: int
+    geometry: str
+    motion: str
+    params: dict[str, float] = field(default_factory=dict)
+
+
+def _cine_path(rng: np.random.Generator, motion: str, size: int, n: int
+               ) -> Callable[[int], tuple[float, float, float, float, np.ndarray]]:
+    """Per-frame (dx, dy, radius scale, aspect scale, harmonic phases) of a motion model.
+
+    One cycle per loop (a heartbeat in a cine), with random phases: ``translate`` moves the
+    centre on an ellipse-like path, ``pulsate`` scales the radius by 1 +- 25 %, ``deform``
+    rotates lobes and squashes the aspect; ``mixed`` does all three, each milder.
+    """
+    mix = motion == "mixed"
+    move = (0.05 if mix else 0.08) * size if motion in ("translate", "mixed") else 0.0
+    pulse = (0.18 if mix else 0.25) if motion in ("pulsate", "mixed") else 0.0
+    squash = (0.15 if mix else 0.25) if motion in ("deform", "mixed") else 0.0
+    ph = rng.uniform(0.0, 2 * np.pi, size=4)
+    lobe_phases = rng.uniform(0.0, 2 * np.pi, size=4)
+    ax, ay = move * rng.uniform(0.7, 1.0), move * rng.uniform(0.4, 0.7)
+
+    def at(t: int) -> tuple[float, float, float, float, np.ndarray]:
+        w = 2 * np.pi * t / n
+        turn = w * np.arange(1, 5) * 0.5 if squash else np.zeros(4)
+        return (ax * math.sin(w + ph[0]), ay * math.sin(w + ph[1]),
+                1.0 + pulse * math.sin(w + ph[2]), 1.0 - squash * (0.5 + 0.5 * math.sin(w + ph[3])),
+                lobe_phases + turn)
+
+    return at
+
+
+def make_cine(seed: int = 0, n_frames: int = 24, size: int = 256, geometry: str = "sector",
+              motion: str = "mixed", structure: str = "cyst", fps: float = 25.0,
+              dropout: float = 0.15, shadow: bool = True, decorrelation: float = 0.3) -> Cine:
+    """Render a seeded cine loop: one cyst or hypoechoic lesion moving, pulsating, deforming.
+
+    The scene is the phantom's (see the module docstring) with time added: tissue scatterers
+    are fixed, so speckle persists from frame to frame and decorrelates by ``decorrelation``
+    (0 = frozen, 1 = new speckle every frame); electronic noise is new each frame. The target's
+    shape follows :func:`_cine_path`'s motion model and stays inside the field of view on every
+    frame. ``shadow`` adds a small calcification above the target's path whose acoustic shadow
+    darkens part of it on some frames; ``dropout`` is the chance per frame of a band of scan
+    lines losing 12-20 dB (poor contact). Masks are exact for every frame.
+
+    Returns:
+        :class:`Cine` with N x H x W frames and masks.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) \
+            or n_frames < 1:
+        raise ValueError(f"n_frames must be a positive int, got {n_frames!r}")
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < MIN_SIZE:
+        raise ValueError(f"size must be an int >= {MIN_SIZE}, got {size!r}")
+    if geometry not in GEOMETRIES:
+        raise ValueError(f"geometry must be one of {GEOMETRIES}, got {geometry!r}")
+    if motion not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
+    if structure not in TARGETS:
+        raise ValueError(f"structure must be one of {TARGETS}, got {structure!r}")
+    if not 0.0 <= dropout <= 1.0 or not 0.0 <= decorrelation <= 1.0 or not fps > 0:
+        raise ValueError(f"need 0 <= dropout, decorrelation <= 1 and fps > 0, got {dropout}, "
+                         f"{decorrelation}, {fps}")
+    n, size = int(n_frames), int(size)
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed) & (2**63 - 1), 7919,
+                                                        GEOMETRIES.index(geometry),
+                                                        MOTIONS.index(motion),
+                                                        TARGETS.index(structure), size, n]))
+    scan = _Scan(size, geometry, rng)
+    base_echo = _smooth_field(rng, (scan.n_ax, scan.n_lat), 7, 0.25)
+
+    # 1. The target's path: redraw until its contour stays inside the fov on every frame.
+    lobes = 0.06 if structure == "cyst" and motion not in ("deform", "mixed") else 0.09
+    for _attempt in range(60):
+        cd, cu = rng.uniform(0.4, 0.62), rng.uniform(0.35, 0.65)
+        cx0, cy0 = (float(v) for v in scan.to_xy(np.float32(cd), np.float32(cu)))
+        radius = rng.uniform(0.08, 0.12) * size
+        aspect0, angle = rng.uniform(0.75, 1.0), rng.uniform(0.0, np.pi)
+        harmonics = rng.uniform(0.0, lobes, size=4)
+        path = _cine_path(rng, motion, size, n)
+        phi = np.linspace(0, 2 * np.pi, 64, endpoint=False)
+        fits = True
+        for t in range(n):
+            dx, dy, scale, _squash, _ph = path(t)
+            r_max = radius * scale * (1 + harmonics.sum())
+            ed, eu = scan.to_du(cx0 + dx + r_max * np.cos(phi), cy0 + dy + r_max * np.sin(phi))
+            fits &= bool(ed.min() > 0.12 and ed.max() < 0.95 and eu.min() > 0.05
+                         and eu.max() < 0.95)
+        if fits:
+            break
+
+    def target(t: int) -> Inside:
+        dx, dy, scale, squash, phases = path(t)
+        return _blob(cx0 + dx, cy0 + dy, radius * scale, aspect0 * squash, angle, harmonics,
+                     phases)
+
+    # 2. Fixed parts: lesion echo, a shadowing calcification above the path, imaging chain.
+    level = _ECHO["cyst"] if structure == "cyst" else rng.uniform(*_ECHO["hypoechoic_lesion"])
+    texture = _smooth_field(rng, base_echo.shape, 12, 0.5) if structure != "cyst" else None
+    lesion_db = (float("nan") if structure == "cyst"
+                 else float(rng.uniform(*_EXTRA_ATTEN_DB_CM["hypoechoic_lesion"])))  # type: ignore[misc]
+    calc_beam = None
+    if shadow:
+        sx, sy = (float(v) for v in scan.to_xy(np.float32(max(cd - 0.25, 0.1)),
+                                               np.float32(cu + rng.choice([-1, 1]) * 0.09)))
+        calc = _blob(sx, sy, 0.03 * size, 1.0, 0.0, np.zeros(4), np.zeros(4))
+        calc_beam = calc(scan.beam_x, scan.beam_y)
+        calc_db = float(rng.uniform(30.0, 45.0))
+    depth_cm = float(rng.uniform(4.0, 8.0))
+    tissue_db_cm = float(rng.uniform(3.0, 6.0))
+    depth = scan.beam_d * depth_cm
+    nodes = np.linspace(0, 1, 6)
+    tgc = (rng.uniform(0.8, 0.95) * tissue_db_cm * depth
+           + np.interp(scan.beam_d, nodes, rng.uniform(-1.5, 1.5, size=nodes.size)))
+    gain_db = float(rng.uniform(-3.0, 3.0))
+    dynamic_range = float(rng.uniform(50.0, 60.0))
+    scatter = [rng.standard_normal(base_echo.shape, dtype=np.float32) for _ in range(2)]
+    keep = math.sqrt(1.0 - decorrelation ** 2)
+    grain = size / 256.0
+    has_dropout = rng.random(n) < dropout
+
+    frames = np.zeros((n, size, size), np.uint8)
+    masks = np.zeros((n, size, size), bool)
+    for t in range(n):
+        shape = target(t)
+        inside = shape(scan.beam_x, scan.beam_y)
+        echo = base_echo.copy()
+        scene = _Scene(echo=echo)
+        if calc_beam is not None:
+            echo[calc_beam] = _ECHO["hyperechoic_lesion"][1]  # type: ignore[index]
+            scene.lesions.append(("hyperechoic_lesion", calc_beam, calc_db))
+        echo[inside] = level if texture is None else (level * texture)[inside]
+        scene.lesions.append((structure, inside, lesion_db))
+        noise = [keep * s + decorrelation * rng.standard_normal(s.shape, dtype=np.float32)
+                 for s in scatter]
+        env = _envelope(echo, noise[0], noise[1], 0.7 * grain, 1.5 * grain)
+        floor = 10 ** (-38 / 20) * np.abs(rng.standard_normal(env.shape, dtype=np.float32))
+        db = (20 * np.log10(env + floor + 1e-6) + gain_db - tissue_db_cm * depth + tgc
+              - _path_in_lesions_db(scene, scan, depth_cm, tissue_db_cm))
+        if has_dropout[t]:
+            u0, width = rng.uniform(0.0, 0.85), rng.uniform(0.1, 0.25)
+            edge = np.clip(np.minimum(scan.beam_u - u0, u0 + width - scan.beam_u) / 0.03, 0, 1)
+            db = db - rng.uniform(12.0, 20.0) * edge
+        grey = (db + 0.55 * dynamic_range) * (255.0 / dynamic_range)
+        image = np.rint(np.clip(scan.to_image(grey.astype(np.float32)), 0, 255)).astype(np.uint8)
+        image[~scan.fov] = 0
+        frames[t] = image
+        masks[t] = shape(scan.px, scan.py) & scan.fov
+    boxes = np.array([_box(m) for m in masks], dtype=np.int64).reshape(-1, 4)
+    params = {"depth_cm": depth_cm, "attenuation_db_cm": tissue_db_cm,
+              "dynamic_range_db": dynamic_range, "gain_db": gain_db,
+              "radius_px": float(radius), "fits_fov": float(fits)}
+    return Cine(frames=frames, masks=masks, boxes=boxes,
+                times_s=np.arange(n, dtype=np.float64) / float(fps), dropout=has_dropout,
+                fov=scan.fov, structure=structure, seed=int(seed), geometry=geometry,
+                motion=motion, params=params)
