@@ -43,13 +43,17 @@ def test_predict_png_writes_mask_overlay_json(tmp_path: Path, sam_checkpoint: Pa
              "--point", "10,10,0", "--box", "20,20,100,100", "--out", str(out))
     assert r.returncode == 0, r.stderr
     record = json.loads((out / "phantom.json").read_text())
-    assert {"scores", "rle", "area_px", "area_mm2", "warnings"} <= set(record)
+    assert record["status"] == "ok" and "warnings" in record
+    (obj,) = record["objects"]
+    assert {"scores", "rle", "area_px", "area_mm2", "bbox", "mask"} <= set(obj)
     mask = np.array(Image.open(out / "phantom.mask.png"))
     assert mask.shape == phantom.image.shape[:2]
-    assert int((mask > 0).sum()) == record["area_px"]
+    assert int((mask > 0).sum()) == obj["area_px"]
     overlay = np.array(Image.open(out / "phantom.overlay.png"))
     assert overlay.shape == (*phantom.image.shape[:2], 3)
-    assert record["area_mm2"] is None  # a PNG carries no calibration
+    assert obj["area_mm2"] is None  # a PNG carries no calibration
+    for name in ("phantom.mask.png", "phantom.overlay.png", "phantom.json"):
+        assert str(out / name) in r.stdout.splitlines()  # output paths are printed
 
 
 def test_predict_after_convert_gives_same_output(tmp_path: Path, sam_checkpoint: Path) -> None:
@@ -63,7 +67,7 @@ def test_predict_after_convert_gives_same_output(tmp_path: Path, sam_checkpoint:
         r = _cli("predict", str(img), "--checkpoint", str(ckpt), "--point", "48,48",
                  "--refine", "--out", str(out))
         assert r.returncode == 0, r.stderr
-        outs.append(json.loads((out / "scan.json").read_text()))
+        outs.append(json.loads((out / "scan.json").read_text())["objects"][0])
     assert outs[0]["rle"] == outs[1]["rle"] and outs[0]["scores"] == outs[1]["scores"]
 
 
@@ -78,7 +82,7 @@ def test_predict_dicom_cine_frame(tmp_path: Path, sam_checkpoint: Path) -> None:
     record = json.loads((out / f"{stem}.frame12.json").read_text())
     # pydicom's example cine was downsampled after calibration: its regions lie outside the
     # frame, so no area in mm^2 is given, and a warning says why.
-    assert record["area_mm2"] is None
+    assert record["objects"][0]["area_mm2"] is None
     assert any("region" in w.lower() for w in record["warnings"]), record["warnings"]
     assert (out / f"{stem}.frame12.overlay.png").is_file()
 
@@ -86,17 +90,21 @@ def test_predict_dicom_cine_frame(tmp_path: Path, sam_checkpoint: Path) -> None:
 def test_predict_bad_input_one_line_errors(tmp_path: Path, sam_checkpoint: Path) -> None:
     img = tmp_path / "scan.png"
     Image.fromarray(make_phantom(seed=5, size=64).image).save(img)
-    cases = [
-        (["--point", "500,10"], "outside"),
-        (["--box", "30,30,10,10"], "x1 > x0"),
-        (["--point", "1,2,5"], "label"),
-        ([], "--point or a --box"),
-    ]
-    for extra, match in cases:
+    # Prompts that do not fit this image: the item fails with one line, then the summary.
+    for extra, match in [(["--point", "500,10"], "outside"),
+                         (["--box", "30,30,10,10"], "x1 > x0")]:
         r = _cli("predict", str(img), "--checkpoint", str(sam_checkpoint), *extra,
                  "--out", str(tmp_path / "o"))
+        assert r.returncode == 1
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 2 and match in lines[0] and "1 failed" in lines[1], r.stderr
+    # Errors found before any work: one line, and no output folder.
+    for extra, match in [(["--point", "1,2,5"], "label"), ([], "--point or a --box")]:
+        r = _cli("predict", str(img), "--checkpoint", str(sam_checkpoint), *extra,
+                 "--out", str(tmp_path / "o2"))
         assert r.returncode != 0
         assert match in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert not (tmp_path / "o2").exists()
     r = _cli("predict", str(tmp_path / "missing.png"), "--checkpoint", str(sam_checkpoint),
              "--point", "1,1", "--out", str(tmp_path / "o"))
     assert r.returncode != 0 and "missing.png" in r.stderr
