@@ -190,17 +190,26 @@ def test_registry_names_resolve_and_unknown_folders_fail_clearly(tmp_path):
 # Units: filter, pHash, split rules
 
 
-def test_small_component_filter_scales_with_image_size():
-    assert min_area(384, 200) == 12
-    assert min_area(768, 768) == 48
-    assert min_area(128, 128) == 2
-    images = [{"id": 1, "width": 768, "height": 600}]
-    anns = [{"id": 1, "image_id": 1, "area": 47, "structure": "a"},
-            {"id": 2, "image_id": 1, "area": 48, "structure": "a"}]
+def test_small_component_rule_is_a_fraction_of_the_image_or_a_physical_area():
+    # 1/2000 of the image area, whatever the size (the old 12-px-at-384 rule, scaled by area,
+    # fell to 2 px at 128 x 128); 1 mm^2 where the pixel spacing is known.
+    assert min_area(256, 256) == 33 and min_area(384, 384) == 74 and min_area(128, 128) == 9
+    assert min_area(2000, 2000) == 2000 and min_area(1, 1) == 1
+    assert min_area(540, 800, [0.1, 0.1]) == 100 and min_area(540, 800, [0.5, 0.25]) == 8
+    assert min_area(540, 800, [0, 0.1]) == min_area(540, 800)  # bad spacing: fraction rule
+    images = [{"id": 1, "width": 800, "height": 600},
+              {"id": 2, "width": 800, "height": 600, "pixel_spacing_mm": [0.2, 0.2]}]
+    anns = [{"id": 1, "image_id": 1, "area": 239, "structure": "a"},
+            {"id": 2, "image_id": 1, "area": 240, "structure": "a"},
+            {"id": 3, "image_id": 2, "area": 24, "structure": "b"},
+            {"id": 4, "image_id": 2, "area": 25, "structure": "b"}]
     report = FilterReport()
-    assert [a["id"] for a in filter_annotations(images, anns, "D", report)] == [2]
-    assert report.dropped_per_dataset == {"D": 1}
-    assert filter_annotations(images, anns[1:], "D", FilterReport()) == anns[1:]  # idempotent
+    assert [a["id"] for a in filter_annotations(images, anns, "D", report)] == [2, 4]
+    assert report.dropped_per_dataset == {"D": 2}
+    assert report.dropped_per_structure == {"a": 1, "b": 1}
+    assert report.as_dict()["dropped_per_rule"] == {"small_component": 2}
+    kept = [anns[1], anns[3]]
+    assert filter_annotations(images, kept, "D", FilterReport()) == kept  # idempotent
 
 
 def test_phash_is_robust_to_recoding_and_separates_scans():

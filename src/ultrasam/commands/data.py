@@ -36,11 +36,27 @@ def _summary(manifest: dict[str, Any]) -> str:
 
 
 def _build(args: argparse.Namespace) -> int:
-    from ..data.corpus import build_corpus
+    """Build, print the per-dataset table; exit 1 when a requested dataset failed or is empty."""
+    import sys
 
-    manifest = build_corpus(Path(args.sources_dir), Path(args.out), only=args.only,
-                            seed=args.seed)
+    from ..data.corpus import BuildFailed, build_corpus
+    from ..data.manifest import failed_datasets, format_conversion_table
+
+    try:
+        manifest = build_corpus(Path(args.sources_dir), Path(args.out), only=args.only,
+                                seed=args.seed)
+    except BuildFailed as e:
+        print(format_conversion_table({r.dataset: r.as_dict() for r in e.results}))
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    conversion = manifest.get("conversion", {})
+    print(format_conversion_table(conversion))
     print(_summary(manifest))
+    failed = failed_datasets(conversion)
+    if failed:
+        print(f"error: {len(failed)} requested dataset(s) failed or converted nothing: "
+              f"{', '.join(failed)} (see the table above and manifest.json)", file=sys.stderr)
+        return 1
     return 0
 
 

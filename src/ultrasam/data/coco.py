@@ -1,7 +1,9 @@
 """COCO writing and reading shared by every source converter.
 
-A converter hands the writer one image and one boolean mask per structure; the writer splits
-each structure into connected components (8-connectivity, one COCO instance each), encodes them
+A converter hands the writer one image and, per structure, one boolean mask or a list of them
+(one per separate annotation: a lesion's own mask file, one polygon); the writer splits each mask
+into connected components (8-connectivity, one COCO instance each) — separate annotations stay
+separate instances even where they touch or nest — encodes them
 as compressed RLE with a string ``counts`` (pycocotools format), assigns sequential integer ids
 and, when an output folder is given, writes the image as a lossless PNG straight away so that
 memory stays bounded whatever the size of the dataset.
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +69,12 @@ class ConversionWarning:
     file: str
     message: str
 
+    @property
+    def skipped(self) -> bool:
+        """Whether an input item (file, pair, row, shape) was left out: by the converters'
+        convention every such warning says "skipped"."""
+        return "skipped" in self.message
+
     def as_dict(self) -> dict[str, str]:
         return {"file": self.file, "message": self.message}
 
@@ -84,6 +94,8 @@ class CocoWriter:
     images: list[dict[str, Any]] = field(default_factory=list)
     annotations: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[ConversionWarning] = field(default_factory=list)
+    #: instances a converter removed by a source-specific rule: {(rule, structure): count}.
+    dropped: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def __post_init__(self) -> None:
         self._category_ids = {name: i + 1 for i, name in enumerate(self.structures)}
@@ -97,10 +109,21 @@ class CocoWriter:
         self.warnings.append(w)
         log.warning("%s: %s: %s", self.dataset, w.file, w.message)
 
+    def drop(self, rule: str, structure: str, n: int = 1) -> None:
+        """Count ``n`` components of ``structure`` removed by the converter's ``rule`` (e.g.
+        burnt-in text in masks); the manifest's filter report includes them."""
+        if n > 0:
+            self.dropped[(rule, structure)] += n
+
+    @property
+    def skipped(self) -> int:
+        """Number of input items left out with a warning (see :attr:`ConversionWarning.skipped`)."""
+        return sum(w.skipped for w in self.warnings)
+
     def add_image(
         self,
         image: np.ndarray,
-        masks: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray | Sequence[np.ndarray]],
         *,
         source: str,
         group: str | None = None,
@@ -114,17 +137,23 @@ class CocoWriter:
     ) -> int:
         """Add one image (H x W or H x W x 3 uint8) and its structure masks (H x W bool each).
 
+        A structure's value may be a list of masks, one per separate annotation (file, polygon,
+        shape): each is split into components on its own, so touching or nested lesions drawn
+        separately stay separate instances.
+
         Returns the new image id. Raises ``ValueError`` for unknown structures or masks whose
         size differs from the image (the converter decides whether to warn and skip).
         """
         if image.ndim not in (2, 3) or image.dtype != np.uint8:
             raise ValueError(f"image must be HxW or HxWx3 uint8, got {image.shape} {image.dtype}")
         h, w = image.shape[:2]
-        for name, m in masks.items():
+        parts = {name: [m] if isinstance(m, np.ndarray) else list(m) for name, m in masks.items()}
+        for name, ms in parts.items():
             if name not in self._category_ids:
                 raise ValueError(f"unknown structure {name!r} for {self.dataset}")
-            if m.shape != (h, w):
-                raise ValueError(f"mask {name!r} is {m.shape}, image is {(h, w)}")
+            for m in ms:
+                if m.shape != (h, w):
+                    raise ValueError(f"mask {name!r} is {m.shape}, image is {(h, w)}")
         image_id = len(self.images) + 1
         stem = "__".join((self.dataset, *[p for p in name_parts if p], f"{image_id:05d}"))
         file_name = f"{stem}.png"
@@ -144,9 +173,10 @@ class CocoWriter:
         if extra:
             record.update(extra)
         self.images.append(record)
-        for name, m in masks.items():
-            for component in connected_components(m):
-                self._add_instance(image_id, name, component)
+        for name, ms in parts.items():
+            for m in ms:
+                for component in connected_components(m):
+                    self._add_instance(image_id, name, component)
         return image_id
 
     def _add_instance(self, image_id: int, structure: str, mask: np.ndarray) -> None:

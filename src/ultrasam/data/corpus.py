@@ -39,12 +39,13 @@ import cv2
 import numpy as np
 
 from .coco import CocoWriter, normalise_split, read_coco, write_json
-from .dedup import HAMMING_THRESHOLD, find_duplicates, is_flat, phash_array
-from .filters import MIN_AREA_PX, REFERENCE_SIDE, FilterReport, filter_annotations
+from .dedup import HAMMING_THRESHOLD, find_duplicates, hamming, is_flat, phash_array
+from .filters import MIN_AREA_MM2, MIN_FRACTION, FilterReport, filter_annotations
 from .manifest import MANIFEST_NAME, hash_tree, write_manifest
 from .sources._base import Source
 from .splits import (
-    DEFAULT_FRACTIONS, FRAME_BLOCK, SEQUENTIAL_FRAME_DATASETS, SPLITS, ImageKey, assign_splits,
+    DEFAULT_FRACTIONS, FRAME_BLOCK, MAX_UNIT_FRACTION, SEQUENTIAL_FRAME_DATASETS, SPLITS, ImageKey,
+    assign_splits,
 )
 
 log = logging.getLogger(__name__)
@@ -110,13 +111,55 @@ def _spec_info(source: Source, folder: str) -> dict[str, Any]:
             "native_format": spec.native_format, "us43d": spec.us43d, "native_folder": folder}
 
 
-def convert_source(source: Source, native_dir: Path, out_dir: Path,
-                   min_area_px: int = MIN_AREA_PX) -> tuple[int, list[dict[str, str]]]:
-    """Convert one source's native tree into ``out_dir/<name>/``; returns (images, warnings).
+class BuildFailed(ValueError):
+    """No requested dataset converted anything; ``results`` say why, dataset by dataset."""
 
-    The dataset folder is replaced. A converter that raises is reported (stage "build") and
-    what it converted before failing is kept. The small-component filter is applied before the
-    annotations file is written (annotation ids renumbered sequentially).
+    def __init__(self, message: str, results: list[ConversionResult]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
+@dataclass
+class ConversionResult:
+    """What converting one dataset did: the row of ``data build``'s summary table.
+
+    ``status``: "ok"; "failed" (the converter raised, or no folder was found: ``error`` says
+    why; what it converted before failing is kept); "empty" (it ran but converted no image).
+    ``skipped``: input items left out with a warning; ``dropped``: instances removed, per rule.
+    """
+
+    dataset: str
+    folder: str
+    status: str = "ok"
+    images: int = 0
+    instances: int = 0
+    skipped: int = 0
+    warnings: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    report: FilterReport = field(default_factory=FilterReport, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"folder": self.folder, "status": self.status, "images": self.images,
+                "instances": self.instances, "skipped": self.skipped,
+                "warnings": self.warnings, "dropped": dict(sorted(self.dropped.items())),
+                "error": self.error}
+
+
+def convert_source(source: Source, native_dir: Path, out_dir: Path, *,
+                   min_fraction: float = MIN_FRACTION, min_area_mm2: float = MIN_AREA_MM2
+                   ) -> tuple[ConversionResult, list[dict[str, str]]]:
+    """Convert one source's native tree into ``out_dir/<name>/``; returns (result, warnings).
+
+    The dataset folder is replaced. A converter that raises is reported by name and cause
+    (status "failed", stage "build" warning) and what it converted before failing is kept. The
+    small-component filter is applied before the annotations file is written (annotation ids
+    renumbered sequentially); its drops and the converter's own (burnt-in marks) are counted in
+    ``result.report``.
     """
     name = source.spec.name
     target = Path(out_dir) / name
@@ -124,24 +167,41 @@ def convert_source(source: Source, native_dir: Path, out_dir: Path,
         shutil.rmtree(target)
     writer = CocoWriter(dataset=name, structures=list(source.spec.structures),
                         images_dir=target / "images", info=_spec_info(source, native_dir.name))
+    result = ConversionResult(name, native_dir.name,
+                              report=FilterReport(min_fraction, min_area_mm2))
     warnings: list[dict[str, str]] = []
     try:
         source.convert(Path(native_dir), writer)
     except Exception as e:  # one broken dataset must not stop the others; it is reported
-        log.exception("%s: converter failed", name)
-        warnings.append(_warning("build", name, native_dir.name,
-                                 f"converter failed after {len(writer.images)} images: "
-                                 f"{type(e).__name__}: {e}"))
+        log.error("%s: converter failed: %s: %s", name, type(e).__name__, e,
+                  exc_info=log.isEnabledFor(logging.DEBUG))
+        result.status = "failed"
+        result.error = (f"converter failed after {len(writer.images)} images: "
+                        f"{type(e).__name__}: {e}")
+        warnings.append(_warning("build", name, native_dir.name, result.error))
+    result.skipped, result.warnings = writer.skipped, len(writer.warnings)
+    result.report.add_source_drops(name, writer.dropped)
     if not writer.images:
-        warnings.append(_warning("build", name, native_dir.name, "no images converted"))
+        if result.ok:
+            result.status = "empty"
+            result.error = "no images converted" + (
+                f" ({writer.skipped} items skipped with a warning)" if writer.skipped else
+                ": no file of the expected layout found")
+            warnings.append(_warning("build", name, native_dir.name, result.error))
         shutil.rmtree(target, ignore_errors=True)
-        return 0, warnings
-    report = FilterReport(min_area_px=min_area_px)
-    kept = filter_annotations(writer.images, writer.annotations, name, report)
+        result.dropped = dict(result.report.dropped_per_rule)
+        return result, warnings
+    kept = filter_annotations(writer.images, writer.annotations, name, result.report)
     coco = writer.to_coco()
     coco["annotations"] = [{**a, "id": k} for k, a in enumerate(kept, start=1)]
     write_json(target / ANNOTATIONS, coco)
-    return len(writer.images), warnings
+    result.images, result.instances = len(writer.images), len(kept)
+    result.dropped = dict(result.report.dropped_per_rule)
+    return result, warnings
+
+
+def _failure_summary(results: list[ConversionResult]) -> str:
+    return "; ".join(f"{r.dataset} ({r.folder}): {r.error}" for r in results if not r.ok)
 
 
 def build_corpus(
@@ -167,6 +227,7 @@ def build_corpus(
         raise FileNotFoundError(f"sources folder not found: {sources_dir}")
     resolve = _resolver(sources)
     wanted = {resolve(n).spec.name for n in only} if only else None
+    results: list[ConversionResult] = []
     warnings: list[dict[str, str]] = []
     jobs: dict[str, tuple[Source, Path]] = {}
     for folder in sorted(p for p in sources_dir.iterdir() if p.is_dir()):
@@ -189,16 +250,27 @@ def build_corpus(
     if not jobs:
         raise ValueError(f"no folder of {sources_dir} matches a registered source"
                          + (f" among {sorted(wanted)}" if wanted else ""))
+    for name in sorted((wanted or set()) - set(jobs)):
+        results.append(ConversionResult(name, "", status="failed",
+                                        error=f"no folder for {name} in {sources_dir}"))
+        warnings.append(_warning("build", name, "", results[-1].error or ""))
     out_dir.mkdir(parents=True, exist_ok=True)
-    min_area_px = int(split_options.get("min_area_px", MIN_AREA_PX))
+    rule = {"min_fraction": float(split_options.get("min_fraction", MIN_FRACTION)),
+            "min_area_mm2": float(split_options.get("min_area_mm2", MIN_AREA_MM2))}
     for name in _tqdm(sorted(jobs), progress, desc="convert", unit="dataset"):
         source, folder = jobs[name]
         log.info("converting %s from %s", name, folder)
-        n, w = convert_source(source, folder, out_dir, min_area_px)
-        log.info("%s: %d images", name, n)
+        result, w = convert_source(source, folder, out_dir, **rule)
+        log.info("%s: %d images, %d instances, %d skipped", name, result.images,
+                 result.instances, result.skipped)
+        results.append(result)
         warnings.extend(w)
+    results.sort(key=lambda r: r.dataset)
+    if not any(r.images for r in results):
+        raise BuildFailed("no requested dataset converted any image: "
+                          + _failure_summary(results), results)
     return split_corpus(out_dir, out_dir, seed, extra_warnings=warnings, progress=progress,
-                        **split_options)
+                        conversion=results, **split_options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,6 +445,33 @@ def _emit(corpus: Path, names: list[str], scan: _Scan, assignment: dict[tuple[st
     return stats, warnings
 
 
+def _fraction_report(stats: dict[str, dict[str, Any]], fractions: dict[str, float]
+                     ) -> list[dict[str, str]]:
+    """Add requested vs achieved split fractions to each dataset's stats; warn per empty split.
+
+    A split is reported empty only when it was requested (fraction > 0) and the dataset has
+    images: too few split units (NERVE: 2 subjects), one unit larger than the split, or an
+    official split that leaves it out.
+    """
+    warnings = []
+    for ds, st in stats.items():
+        total = st["images"]
+        st["fractions"] = {
+            "requested": {s: fractions[s] for s in SPLITS},
+            "achieved": {s: round(st["splits"][s] / total, 4) if total else 0.0 for s in SPLITS},
+        }
+        official = sum(st["official_splits"].values())
+        for s in SPLITS:
+            if total and fractions[s] > 0 and st["splits"][s] == 0:
+                why = (" (its official split covers every image and names no such split)"
+                       if official == total else "")
+                warnings.append(_warning(
+                    "split", ds, "", f"split {s!r} is empty (requested {fractions[s]:g}; "
+                    f"achieved {', '.join(f'{k} {v}' for k, v in st['splits'].items())} images)"
+                    + why))
+    return warnings
+
+
 def _assemble(target: Path, parts: _Parts, sources: list[tuple[str, str]],
               skip_clusters: set[int], info: dict[str, Any]) -> tuple[int, int, int]:
     """Stream the named parts into one COCO file; returns (images, instances, skipped images)."""
@@ -429,10 +528,13 @@ def split_corpus(
     *,
     fractions: dict[str, float] | None = None,
     hamming_threshold: int = HAMMING_THRESHOLD,
-    min_area_px: int = MIN_AREA_PX,
+    min_fraction: float = MIN_FRACTION,
+    min_area_mm2: float = MIN_AREA_MM2,
     sequential: Sequence[str] = SEQUENTIAL_FRAME_DATASETS,
     frame_block: int = FRAME_BLOCK,
+    max_unit_fraction: float = MAX_UNIT_FRACTION,
     extra_warnings: list[dict[str, str]] | None = None,
+    conversion: Sequence[ConversionResult] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Filter, deduplicate, split, merge and write the manifest of an existing corpus.
@@ -440,13 +542,16 @@ def split_corpus(
     Reads ``corpus_dir/<dataset>/annotations.coco.json`` (never modifies them) and writes the
     merges, ``lodo/`` and ``manifest.json`` into ``out_dir`` (default: ``corpus_dir``). Works
     on the builder's output and on corpora with the same schema (e.g. the shared corpus, whose
-    images are JPEG and whose annotations lack ``structure``). Returns the manifest.
+    images are JPEG and whose annotations lack ``structure``). ``conversion``: the builder's
+    per-dataset results (manifest ``conversion`` section; their drops join the filter report).
+    Returns the manifest.
     """
     corpus = Path(corpus_dir).resolve()
     out = Path(out_dir).resolve() if out_dir is not None else corpus
     names = discover_datasets(corpus)
     if not names:
-        raise ValueError(f"{corpus} holds no <dataset>/{ANNOTATIONS}")
+        raise ValueError(f"{corpus} holds no dataset folder with an {ANNOTATIONS} (expected "
+                         f"<dataset>/{ANNOTATIONS}, as written by 'ultrasam data build')")
     fractions = dict(fractions or DEFAULT_FRACTIONS)
     sequential = tuple(sequential)
     out.mkdir(parents=True, exist_ok=True)
@@ -456,7 +561,9 @@ def split_corpus(
         raise ValueError(f"{corpus}: no readable image in any dataset")
     dedup = find_duplicates([(k.dataset, k.image_id) for k in scan.keys], scan.hashes,
                             hamming_threshold)
-    result = assign_splits(scan.keys, dedup.pairs, seed, fractions, sequential, frame_block)
+    distances = [hamming(scan.hashes[i] or 0, scan.hashes[j] or 0) for i, j in dedup.pairs]
+    result = assign_splits(scan.keys, dedup.pairs, seed, fractions, sequential, frame_block,
+                           distances=distances, max_unit_fraction=max_unit_fraction)
     assignment = {(k.dataset, k.image_id): (result.splits[i], result.units[i],
                                             dedup.cluster_of[i], k.official_split)
                   for i, k in enumerate(scan.keys)}
@@ -464,7 +571,7 @@ def split_corpus(
     parts = _Parts(out / _TMP)
     shutil.rmtree(parts.root, ignore_errors=True)
     parts.root.mkdir()
-    report = FilterReport(min_area_px=min_area_px, reference_side=REFERENCE_SIDE)
+    report = FilterReport(min_fraction, min_area_mm2)
     try:
         stats, emit_warnings = _emit(corpus, names, scan, assignment, parts, report, progress)
         done = sorted(stats)
@@ -504,7 +611,12 @@ def split_corpus(
     for ds, n in sorted(report.dropped_per_dataset.items()):
         warnings.append(_warning("filter", ds, ANNOTATIONS,
                                  f"dropped {n} components under the small-component threshold"))
+    warnings += _fraction_report(stats, fractions)
+    for r in conversion or []:
+        report.merge(r.report)
     dup = dedup.report()
+    dup["refused_links"] = result.refused_report(scan.keys)
+    dup["max_unit_fraction"] = max_unit_fraction
     for pair, n in dup["pairs_across_datasets"].items():
         warnings.append(_warning("dedup", pair, "", f"{n} near-duplicate image pairs across "
                                                     "datasets (kept on one side of the split)"))
@@ -518,12 +630,13 @@ def split_corpus(
         files, input_files = hash_tree(out, written), hash_tree(corpus, inputs)
     parameters = {
         "fractions": fractions, "hamming_threshold": hamming_threshold,
-        "min_area_px": min_area_px, "reference_side": REFERENCE_SIDE, "frame_block": frame_block,
-        "sequential_frame_datasets": list(sequential),
+        "min_fraction": min_fraction, "min_area_mm2": min_area_mm2, "frame_block": frame_block,
+        "max_unit_fraction": max_unit_fraction, "sequential_frame_datasets": list(sequential),
     }
     manifest = write_manifest(
         out / MANIFEST_NAME, seed=seed, parameters=parameters, datasets=stats,
         splits=split_stats, lodo=lodo_stats, filter_report=report.as_dict(), duplicates=dup,
-        warnings=warnings, files=files, input_files=input_files)
+        warnings=warnings, files=files, input_files=input_files,
+        conversion=None if conversion is None else {r.dataset: r.as_dict() for r in conversion})
     log.info("corpus: %s", {s: v["images"] for s, v in split_stats.items()})
     return manifest

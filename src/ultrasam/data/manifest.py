@@ -5,13 +5,17 @@ Layout (sorted keys, no timestamps, so the same inputs give the same bytes)::
     format        "ultrasam-corpus-manifest/1"
     seed, parameters   split seed, fractions, filter and duplicate thresholds
     datasets      {dataset: {images, instances, structures: {name: n}, splits: {s: images},
+                   fractions: {requested: {s: f}, achieved: {s: f}},
                    official_splits: {s: images}, licence, url, citation}}
+    conversion    {dataset: {folder, status (ok / failed / empty), images, instances, skipped,
+                   warnings, dropped: {rule: instances}, error}}   (only for ``data build``)
     structures    {structure: instances}            (over the whole corpus, after filtering)
     splits        {split: {images, instances, datasets: {dataset: images}}}
     lodo          {dataset: {images, instances, excluded_duplicates}}
     licences      {dataset: licence text as stated by its source}
-    filter        the small-component filter's rule and drop counts
-    duplicates    the near-duplicate report
+    filter        the small-component rule and every drop: per dataset, structure and rule
+                  (the converters' own overlay rules included)
+    duplicates    the near-duplicate report, with the links the split-unit bound refused
     warnings      [{stage, dataset, file, message}]   conversion + build + filter + dedup + split
     warning_counts {stage: n}
     files         {path relative to the output folder: sha256}  (every output file but this one)
@@ -66,6 +70,7 @@ def write_manifest(
     warnings: list[dict[str, str]],
     files: dict[str, str],
     input_files: dict[str, str] | None = None,
+    conversion: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Assemble and write the manifest; returns it."""
     structures: Counter[str] = Counter()
@@ -90,5 +95,29 @@ def write_manifest(
     }
     if input_files is not None:
         manifest["input_files"] = input_files
+    if conversion is not None:
+        manifest["conversion"] = dict(sorted(conversion.items()))
     write_json(Path(path), manifest)
     return manifest
+
+
+def format_conversion_table(conversion: dict[str, dict[str, Any]]) -> str:
+    """The per-dataset summary of a build as a plain-text table (one row per dataset)."""
+    head = ("dataset", "status", "images", "instances", "skipped", "dropped by rule")
+    rows = [head]
+    for name, r in sorted(conversion.items()):
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(r.get("dropped", {}).items())) or "-"
+        rows.append((name, str(r.get("status")), str(r.get("images", 0)),
+                     str(r.get("instances", 0)), str(r.get("skipped", 0)), dropped))
+    widths = [max(len(row[k]) for row in rows) for k in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if k in (0, 1, 5) else c.rjust(w)
+                       for k, (c, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+    failures = [f"{name}: {r['error']}" for name, r in sorted(conversion.items())
+                if r.get("status") != "ok"]
+    return "\n".join(lines + failures)
+
+
+def failed_datasets(conversion: dict[str, dict[str, Any]]) -> list[str]:
+    """Datasets of a build that failed or converted nothing (``data build`` exits non-zero)."""
+    return sorted(n for n, r in conversion.items()
+                  if r.get("status") != "ok" or not r.get("images"))

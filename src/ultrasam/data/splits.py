@@ -10,7 +10,15 @@ Rules, in order of precedence:
        images of sequential-frame datasets (``SEQUENTIAL_FRAME_DATASETS``, e.g. TG3K, whose
        frame number is the last run of digits in ``source``), are grouped in blocks of
        ``FRAME_BLOCK`` = 50 consecutive frame numbers (``frame // 50``);
-   (c) near-duplicate clusters (:mod:`ultrasam.data.dedup`), within and across datasets;
+   (c) near-duplicate links (:mod:`ultrasam.data.dedup`), within and across datasets, taken
+       closest first (Hamming distance, then index) and **bounded**: a link joins two units
+       only while the joined unit holds at most ``max(FRAME_BLOCK, MAX_UNIT_FRACTION * n)``
+       images (2 % of ``n``, the smaller of the two datasets' image counts). Without the bound,
+       chains of near-identical neighbouring frames join whole videos into one unit (TG3K's
+       3,585 frames collapsed into 3 units, so no val split was possible). Links refused by the
+       bound are counted and reported (with how many of them end up across splits): they are
+       the price of meeting the split fractions. Groups of (a) and (b) are never cut, whatever
+       their size;
    (d) otherwise each image is its own unit.
 3. A unit that holds officially split images drags its non-official members to the most
    held-out official split among them (test > val > train), so duplicates of an official test
@@ -38,6 +46,7 @@ from .dedup import UnionFind
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 FRAME_BLOCK = 50
+MAX_UNIT_FRACTION = 0.02
 SEQUENTIAL_FRAME_DATASETS: tuple[str, ...] = ("TG3K",)
 _HOLDOUT_PRIORITY = {"test": 0, "val": 1, "train": 2}
 _DIGITS = re.compile(r"(\d+)(?!.*\d)")
@@ -90,6 +99,18 @@ class SplitResult:
     units: list[str]
     warnings: list[dict[str, str]] = field(default_factory=list)
     parameters: dict[str, Any] = field(default_factory=dict)
+    #: near-duplicate index pairs the unit-size bound kept apart (see rule 2c).
+    refused_links: list[tuple[int, int]] = field(default_factory=list)
+
+    def refused_report(self, images: list[ImageKey]) -> dict[str, dict[str, int]]:
+        """{dataset (or "A|B" across datasets): {refused, across_splits}}."""
+        out: dict[str, dict[str, int]] = {}
+        for i, j in self.refused_links:
+            key = "|".join(sorted({images[i].dataset, images[j].dataset}))
+            row = out.setdefault(key, {"refused": 0, "across_splits": 0})
+            row["refused"] += 1
+            row["across_splits"] += int(self.splits[i] != self.splits[j])
+        return dict(sorted(out.items()))
 
 
 def _check_fractions(fractions: dict[str, float]) -> None:
@@ -118,10 +139,13 @@ def assign_splits(
     fractions: dict[str, float] | None = None,
     sequential: tuple[str, ...] = SEQUENTIAL_FRAME_DATASETS,
     block: int = FRAME_BLOCK,
+    distances: list[int] | None = None,
+    max_unit_fraction: float = MAX_UNIT_FRACTION,
 ) -> SplitResult:
     """Assign every image to train/val/test (see the module rules).
 
-    ``duplicate_pairs``: index pairs into ``images`` that are near-duplicates.
+    ``duplicate_pairs``: index pairs into ``images`` that are near-duplicates; ``distances``:
+    their Hamming distances (same order; closest links are taken first), default all equal.
     """
     fractions = dict(fractions or DEFAULT_FRACTIONS)
     _check_fractions(fractions)
@@ -140,8 +164,31 @@ def assign_splits(
             uf.union(first_of[b], i)
         else:
             first_of[b] = i
-    for i, j in duplicate_pairs:
-        uf.union(i, j)
+    if not 0 < max_unit_fraction <= 1:
+        raise ValueError(f"max_unit_fraction must be in (0, 1], got {max_unit_fraction}")
+    pairs = list(duplicate_pairs)
+    if distances is not None and len(distances) != len(pairs):
+        raise ValueError(f"{len(pairs)} duplicate pairs but {len(distances)} distances")
+    dist = list(distances) if distances is not None else [0] * len(pairs)
+    per_dataset: dict[str, int] = defaultdict(int)
+    for im in images:
+        per_dataset[im.dataset] += 1
+    size: dict[int, int] = defaultdict(int)
+    for i in range(n):
+        size[uf.find(i)] += 1
+    refused: list[tuple[int, int]] = []
+    for d, i, j in sorted((d, min(i, j), max(i, j)) for d, (i, j) in zip(dist, pairs)):
+        ri, rj = uf.find(i), uf.find(j)
+        if ri == rj:
+            continue
+        cap = max(block, max_unit_fraction * min(per_dataset[images[i].dataset],
+                                                 per_dataset[images[j].dataset]))
+        if size[ri] + size[rj] > cap:
+            refused.append((i, j))
+            continue
+        uf.union(ri, rj)
+        root = uf.find(ri)  # one of the two roots (the smaller index)
+        size[root] += size.pop(rj if root == ri else ri)
 
     members: dict[int, list[int]] = defaultdict(list)
     for i in range(n):
@@ -194,6 +241,14 @@ def assign_splits(
                 splits[i] = target
 
     params = {"seed": seed, "fractions": fractions, "frame_block": block,
-              "sequential_frame_datasets": list(sequential)}
-    return SplitResult([str(s) for s in splits], [unit_key[uf.find(i)] for i in range(n)],
-                       sorted(warnings, key=lambda w: (w["dataset"], w["file"])), params)
+              "sequential_frame_datasets": list(sequential),
+              "max_unit_fraction": max_unit_fraction}
+    result = SplitResult([str(s) for s in splits], [unit_key[uf.find(i)] for i in range(n)],
+                         [], params, sorted(refused))
+    for key, row in result.refused_report(images).items():
+        warnings.append({"stage": "split", "dataset": key, "file": "",
+                         "message": f"{row['refused']} near-duplicate links left unmerged to keep "
+                                    f"split units small ({row['across_splits']} of them across "
+                                    "splits)"})
+    result.warnings = sorted(warnings, key=lambda w: (w["dataset"], w["file"], w["message"]))
+    return result

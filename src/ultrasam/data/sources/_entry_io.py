@@ -108,16 +108,20 @@ def polygon_mask(polygons: Sequence[Sequence[Sequence[float]]],
     return canvas.astype(bool)
 
 
-def add_or_warn(writer: CocoWriter, image: np.ndarray, masks: dict[str, np.ndarray],
+def add_or_warn(writer: CocoWriter, image: np.ndarray,
+                masks: dict[str, np.ndarray | Sequence[np.ndarray]],
                 file: str, **fields: Any) -> int | None:
     """``writer.add_image`` that turns a mask/image size mismatch into a warning naming ``file``.
 
-    Returns the image id, or None when the pair was skipped.
+    A structure's value may be a list of masks, one per separate annotation (see
+    :meth:`~ultrasam.data.coco.CocoWriter.add_image`). Returns the image id, or None when the
+    pair was skipped.
     """
     h, w = image.shape[:2]
-    for name, m in masks.items():
-        if m.shape != (h, w):
-            writer.warn(file, f"mask {name!r} is {m.shape[1]}x{m.shape[0]} but the image is "
-                              f"{w}x{h}; pair skipped")
-            return None
+    for name, value in masks.items():
+        for m in [value] if isinstance(value, np.ndarray) else value:
+            if m.shape != (h, w):
+                writer.warn(file, f"mask {name!r} is {m.shape[1]}x{m.shape[0]} but the image "
+                                  f"is {w}x{h}; pair skipped")
+                return None
     return writer.add_image(image, masks, source=file, **fields)

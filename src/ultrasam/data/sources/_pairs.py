@@ -31,7 +31,7 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._entry_io import read_entry_image, read_entry_mask
-from ._read import UnreadableFile, read_image, read_mask, relative_source
+from ._read import UnreadableFile, natural_sorted, read_image, read_mask, relative_source
 from ._shapes import binary_mask_values, decode_image_bytes, decode_mask_bytes, format_unknown
 from ._tree import TreeEntry
 from ._volumes import read_nifti
@@ -39,7 +39,7 @@ from ._volumes import read_nifti
 __all__ = [
     "collect_pairs", "role_folder_key", "complete_pair", "LoadedPair", "load_pair",
     "read_pair_bytes", "read_nifti_entry", "read_entry_pair", "read_file_pair",
-    "sizes_match", "binary_foreground", "add_or_skip",
+    "sizes_match", "binary_foreground", "add_or_skip", "read_matched_pair", "warn_orphans",
 ]
 
 K = TypeVar("K", bound=Hashable)
@@ -176,6 +176,17 @@ def read_matched_pair(image_path: Path, mask_path: Path | None, native_dir: Path
     if read is None or (check_size and not sizes_match(*read, source, writer)):
         return None
     return read
+
+
+def warn_orphans(candidates: Iterable[Path], claimed: set[Path], native_dir: Path,
+                 writer: CocoWriter, what: str = "mask") -> int:
+    """Warn ``"<what> without a matching image; skipped"`` on every candidate annotation file
+    that no image claimed (a mask whose image is missing would otherwise vanish without a
+    word); returns how many."""
+    orphans = natural_sorted(p for p in candidates if p not in claimed)
+    for path in orphans:
+        writer.warn(relative_source(path, native_dir), f"{what} without a matching image; skipped")
+    return len(orphans)
 
 
 def sizes_match(image: np.ndarray, mask: np.ndarray, source: str, writer: CocoWriter,

@@ -43,6 +43,11 @@ _COLOUR_TOLERANCE = 48
 # colour bar, a coloured caliper or a logo does not turn a B-mode scan into RGB (measured on real
 # samples: MMOTU Doppler ~1%, B-mode scans with coloured text/bars <= 0.25%).
 _COLOUR_FRACTION = 0.005
+#: Largest image decoded, in pixels (read from the header before any pixel is decoded). The
+#: largest ultrasound frames of the public datasets are about 2 megapixels; 100 MP leaves room
+#: for stitched panoramas while a header claiming 20000 x 20000 (a decompression bomb, or a
+#: corrupt header) is refused as an unreadable file instead of allocating gigabytes.
+MAX_PIXELS = 100_000_000
 
 
 class UnreadableFile(ValueError):
@@ -67,6 +72,11 @@ def decode_array(source: Path | BinaryIO, name: str | Path, palette_as_rgb: bool
     """
     try:
         with Image.open(source) as img:
+            width, height = img.size
+            if width * height > MAX_PIXELS:
+                raise UnreadableFile(name, f"header claims {width} x {height} pixels, more than "
+                                           f"the {MAX_PIXELS:,} accepted (corrupt header or "
+                                           "decompression bomb)")
             img.seek(0)  # first frame of multi-frame GIF/TIFF
             img.load()
             mode = img.mode
@@ -77,9 +87,13 @@ def decode_array(source: Path | BinaryIO, name: str | Path, palette_as_rgb: bool
             if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
                 return np.asarray(img.convert("RGB"))
             return np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        # PIL raises OSError for truncated data, SyntaxError for some malformed headers.
-        raise UnreadableFile(name, f"cannot decode image: {e}") from e
+    except UnreadableFile:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
+            Image.DecompressionBombError, MemoryError) as e:
+        # PIL raises OSError for truncated data, SyntaxError for some malformed headers and
+        # DecompressionBombError (not an OSError) for huge headers under its own limit.
+        raise UnreadableFile(name, f"cannot decode image: {type(e).__name__}: {e}") from e
 
 
 def _existing(path: str | Path) -> Path:

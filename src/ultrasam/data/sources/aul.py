@@ -63,7 +63,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             except UnreadableFile as e:
                 writer.warn(str(e.path), e.reason)
                 continue
-            masks = {s: np.zeros(image.shape[:2], bool) for s in _STRUCTURES.values()}
+            # One annotation per polygon file: separately drawn regions stay separate instances.
+            masks: dict[str, list[np.ndarray]] = {s: [] for s in _STRUCTURES.values()}
             ok = True
             for js in polygons.get((case_dir, img_e.stem), []):
                 folder = js.parts[-2].lower()
@@ -74,7 +75,7 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                     continue
                 try:
                     polys = _polygons(json.loads(js.read_bytes().decode("utf-8")))
-                    masks[_STRUCTURES[folder]] |= polygon_mask(polys, image.shape[:2])
+                    masks[_STRUCTURES[folder]].append(polygon_mask(polys, image.shape[:2]))
                 except (ValueError, UnicodeDecodeError, OSError) as e:
                     writer.warn(js.path, f"unreadable polygons ({e}); image skipped")
                     ok = False

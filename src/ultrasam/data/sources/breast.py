@@ -24,7 +24,8 @@ _KINDS = {"tumor": "breast_lesion", "tumour": "breast_lesion", "other": "breast_
 
 
 def convert(native_dir: Path, writer: CocoWriter) -> None:
-    """Each ``caseNNN.png`` with the union of its tumour masks and of its other-finding masks."""
+    """Each ``caseNNN.png`` with its tumour masks and other-finding masks, one annotation per
+    mask file (touching findings drawn in separate files stay separate instances)."""
     images: dict[str, TreeEntry] = {}
     masks: dict[str, list[tuple[str, TreeEntry]]] = {}
     with NativeTree(native_dir, on_unreadable=writer.warn) as tree:
@@ -43,14 +44,14 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             img_e = images[case]
             try:
                 image = read_entry_image(img_e)
-                structures = {s: np.zeros(image.shape[:2], bool) for s in set(_KINDS.values())}
+                structures: dict[str, list[np.ndarray]] = {s: [] for s in set(_KINDS.values())}
                 for structure, mask_e in masks.get(case, []):
                     mask = binary_mask(read_entry_mask(mask_e))
                     if mask.shape != image.shape[:2]:
                         writer.warn(mask_e.path, f"mask {mask.shape[::-1]} does not match the "
                                                  f"image {image.shape[1::-1]}; case skipped")
                         break
-                    structures[structure] |= mask
+                    structures[structure].append(mask)
                 else:
                     add_or_warn(writer, image, structures, img_e.path, group=case,
                                 name_parts=(case,))

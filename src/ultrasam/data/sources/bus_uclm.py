@@ -13,7 +13,6 @@ sizes disagree (e.g. ``HESN_000``, an RGBA screenshot of another size) are skipp
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
@@ -21,22 +20,23 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair
+from ._pairs import read_matched_pair, warn_orphans
 from ._read import find_dirs, natural_sorted, relative_source, threshold
+from ._tables import read_csv_dicts
 
 STRUCTURE = "breast_lesion"
 _PATIENT = re.compile(r"^([A-Za-z]+)_\d+$")
 
 
-def _read_info(folder: Path) -> dict[str, str]:
-    """``INFO.csv`` as {image file name: lower-case label}; empty when absent."""
+def _read_info(folder: Path, native_dir: Path, writer: CocoWriter) -> dict[str, str]:
+    """``INFO.csv`` as {image file name: lower-case label}; empty when absent. A row that cannot
+    be read is skipped with a warning naming the file and row (:mod:`._tables`)."""
     path = folder / "INFO.csv"
     if not path.is_file():
         return {}
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        rows = csv.DictReader(f, delimiter=";")
-        return {r["Image"].strip(): r["Label"].strip().lower()
-                for r in rows if r.get("Image") and r.get("Label")}
+    rows = read_csv_dicts(path, relative_source(path, native_dir), writer.warn, delimiter=";")
+    return {r["Image"].strip(): r["Label"].strip().lower()
+            for _, r in rows if r.get("Image", "").strip() and r.get("Label", "").strip()}
 
 
 def _colour_label(mask: np.ndarray) -> str:
@@ -58,11 +58,13 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         masks_dir = images_dir.parent / "masks"
         if not masks_dir.is_dir():
             continue
-        info = _read_info(images_dir.parent)
+        info = _read_info(images_dir.parent, native_dir, writer)
+        claimed: set[Path] = set()
         for image_path in natural_sorted(p for p in images_dir.iterdir()
                                          if p.suffix.lower() == ".png"):
             source = relative_source(image_path, native_dir)
             mask_path = masks_dir / image_path.name
+            claimed.add(mask_path)
             read = read_matched_pair(image_path, mask_path, native_dir, writer)
             if read is None:
                 continue
@@ -77,6 +79,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             writer.add_image(image, {STRUCTURE: lesion}, source=source,
                              group=m[1] if m else None, label=label,
                              name_parts=(m[1] if m else "",))
+        warn_orphans((p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"), claimed,
+                     native_dir, writer)
 
 
 SOURCE = Source(

@@ -13,24 +13,25 @@ the fold file is missing).
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair
+from ._pairs import read_matched_pair, warn_orphans
 from ._read import find_dirs, natural_sorted, relative_source, threshold
+from ._tables import read_csv_dicts
 
 STRUCTURE = "breast_lesion"
 TEST_FOLD = "1"
 
 
-def _rows(path: Path) -> dict[str, dict[str, str]]:
-    """{ID: row} of a comma-separated table with an ``ID`` column; empty when absent."""
+def _rows(path: Path, native_dir: Path, writer: CocoWriter) -> dict[str, dict[str, str]]:
+    """{ID: row} of a comma-separated table with an ``ID`` column; empty when absent. A row
+    that cannot be read is skipped with a warning naming the file and row (:mod:`._tables`)."""
     if not path.is_file():
         return {}
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        return {r["ID"].strip(): r for r in csv.DictReader(f) if r.get("ID")}
+    rows = read_csv_dicts(path, relative_source(path, native_dir), writer.warn)
+    return {r["ID"].strip(): r for _, r in rows if r.get("ID", "").strip()}
 
 
 def convert(native_dir: Path, writer: CocoWriter) -> None:
@@ -41,14 +42,16 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         mask_dir = root / "Masks"
         if not mask_dir.is_dir():
             continue
-        meta = _rows(root / "bus_data.csv")
-        folds = _rows(root / "5-fold-cv.csv")
+        meta = _rows(root / "bus_data.csv", native_dir, writer)
+        folds = _rows(root / "5-fold-cv.csv", native_dir, writer)
+        claimed: set[Path] = set()
         for image_path in natural_sorted(p for p in image_dir.iterdir()
                                          if p.suffix.lower() == ".png"
                                          and p.stem.lower().startswith("bus_")):
             source = relative_source(image_path, native_dir)
             image_id = image_path.stem
             mask_path = mask_dir / f"mask_{image_id[len('bus_'):]}{image_path.suffix}"
+            claimed.add(mask_path)
             read = read_matched_pair(image_path, mask_path, native_dir, writer)
             if read is None:
                 continue
@@ -61,6 +64,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             writer.add_image(image, {STRUCTURE: lesion}, source=source, group=case, split=split,
                              label=pathology.strip().lower() or None,
                              name_parts=(f"p{case}" if case else "",))
+        warn_orphans((p for p in mask_dir.iterdir() if p.suffix.lower() == ".png"
+                      and p.stem.lower().startswith("mask_")), claimed, native_dir, writer)
 
 
 SOURCE = Source(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair
+from ._pairs import read_matched_pair, warn_orphans
 from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, relative_source, threshold
 
 STRUCTURE = "carotid_artery"
@@ -31,10 +31,12 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         mask_dir = image_dir.parent / "Expert mask images"
         if not mask_dir.is_dir():
             continue
+        claimed: set[Path] = set()
         for image_path in natural_sorted(p for p in image_dir.iterdir()
                                          if p.suffix.lower() in IMAGE_SUFFIXES):
             source = relative_source(image_path, native_dir)
             mask_path = mask_dir / image_path.name
+            claimed.add(mask_path)
             read = read_matched_pair(image_path, mask_path, native_dir, writer)
             if read is None:
                 continue
@@ -43,6 +45,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             writer.add_image(image, {STRUCTURE: artery}, source=source,
                              group=m["recording"] if m else None,
                              frame=int(m["n"]) if m else None)
+        warn_orphans((p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                     claimed, native_dir, writer)
 
 
 SOURCE = Source(

@@ -14,14 +14,14 @@ where ``diagnosis.csv`` gives one, is stored as ``tirads``. Crops whose mask is 
 
 from __future__ import annotations
 
-import csv
 import re
 from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair
+from ._pairs import read_matched_pair, warn_orphans
 from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, relative_source, threshold
+from ._tables import read_csv_rows
 
 STRUCTURE = "thyroid_nodule"
 _CASE = re.compile(r"^(?P<case>\d+)_")
@@ -29,31 +29,34 @@ _CASE = re.compile(r"^(?P<case>\d+)_")
 _LAYOUTS = (("p_image", "p_mask"), ("cropped", "mask"))
 
 
-def _read_tirads(native_dir: Path) -> dict[str, str]:
-    """{image id: TI-RADS} from every ``diagnosis.csv`` under ``native_dir`` (blanks dropped)."""
+def _read_tirads(native_dir: Path, writer: CocoWriter) -> dict[str, str]:
+    """{image id: TI-RADS} from every ``diagnosis.csv`` under ``native_dir`` (blanks dropped);
+    an unreadable row is skipped with a warning naming the file and row."""
     out: dict[str, str] = {}
     for path in natural_sorted(native_dir.rglob("diagnosis.csv")):
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            for row in csv.reader(f):
-                if len(row) >= 2 and row[0].strip() and row[1].strip():
-                    out[row[0].strip()] = row[1].strip()
+        for _, row in read_csv_rows(path, relative_source(path, native_dir), writer.warn):
+            if len(row) >= 2 and row[0].strip() and row[1].strip():
+                out[row[0].strip()] = row[1].strip()
     return out
 
 
 def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Write every DDTI image (or crop) under ``native_dir`` with its nodule mask."""
     native_dir = Path(native_dir)
-    tirads = _read_tirads(native_dir)
+    tirads = _read_tirads(native_dir, writer)
     for image_name, mask_name in _LAYOUTS:
         for image_dir in find_dirs(native_dir, image_name):
             mask_dir = image_dir.parent / mask_name
             if not mask_dir.is_dir():
                 continue
             masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+            claimed: set[Path] = set()
             for image_path in natural_sorted(p for p in image_dir.iterdir()
                                              if p.suffix.lower() in IMAGE_SUFFIXES):
                 source = relative_source(image_path, native_dir)
                 mask_path = masks.get(image_path.stem)
+                if mask_path is not None:
+                    claimed.add(mask_path)
                 read = read_matched_pair(image_path, mask_path, native_dir, writer)
                 if read is None:
                     continue
@@ -64,6 +67,7 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                                  group=m["case"] if m else None,
                                  name_parts=(f"c{m['case']}" if m else "",),
                                  extra={"tirads": score} if score else None)
+            warn_orphans(masks.values(), claimed, native_dir, writer)
 
 
 SOURCE = Source(

@@ -10,8 +10,6 @@ perpendicular to it, whose two ends run down either side of the wall, so the out
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -19,16 +17,22 @@ from ..coco import CocoWriter
 from ._base import Source, SourceSpec
 from ._entry_io import add_or_warn, local_file, polygon_mask
 from ._read import to_grey_if_uniform
+from ._tables import read_csv_dicts
 from ._tree import NativeTree, TreeEntry
 from ._volumes import read_video
 
 Polygon = list[tuple[float, float]]
 
 
-def read_csv(entry: TreeEntry) -> list[dict[str, str]]:
-    """Rows of a CSV entry (UTF-8, BOM tolerated) as dicts keyed by header."""
-    text = entry.read_bytes().decode("utf-8-sig")
-    return list(csv.DictReader(io.StringIO(text)))
+def read_csv(entry: TreeEntry, writer: CocoWriter) -> list[dict[str, str]]:
+    """Rows of a CSV entry (UTF-8, BOM tolerated) as dicts keyed by header; a row that cannot be
+    read is skipped with a warning naming the file and row (:mod:`._tables`)."""
+    try:
+        data = entry.read_bytes()
+    except OSError as e:
+        writer.warn(entry.path, f"cannot read: {e}; file skipped")
+        return []
+    return [row for _, row in read_csv_dicts(data, entry.path, writer.warn)]
 
 
 def video_key(name: str) -> str:
@@ -104,11 +108,11 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             raise FileNotFoundError(f"no VolumeTracings.csv under {native_dir}")
         splits: dict[str, str] = {}
         for fl in (e for e in entries if e.name.lower() == "filelist.csv"):
-            for row in read_csv(fl):
+            for row in read_csv(fl, writer):
                 if row.get("FileName") and row.get("Split"):
                     splits[video_key(row["FileName"])] = row["Split"].strip().lower()
         for csv_e in tracing:
-            traces = _outlines(read_csv(csv_e), writer, csv_e.path)
+            traces = _outlines(read_csv(csv_e, writer), writer, csv_e.path)
             convert_traced_videos(writer, videos, traces, csv_e.path, splits=splits)
 
 

@@ -48,7 +48,7 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             prefix = f"{csv_e.parent}/" if csv_e.parent else ""
             videos = {video_key(e.name): e for e in entries
                       if e.suffix == ".avi" and e.path.startswith(prefix)}
-            traces = _outlines(read_csv(csv_e), writer, csv_e.path)
+            traces = _outlines(read_csv(csv_e, writer), writer, csv_e.path)
             convert_traced_videos(writer, videos, traces, csv_e.path, view=view.upper())
 
 

@@ -15,7 +15,6 @@ fitted to its pixels. ``group`` is the subject number ``NNN``; ``spacing_mm`` th
 
 from __future__ import annotations
 
-import csv
 import logging
 import re
 from pathlib import Path
@@ -25,9 +24,10 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_file_pair, sizes_match
+from ._pairs import read_file_pair, sizes_match, warn_orphans
 from ._read import natural_sorted, relative_source, threshold
 from ._shapes import fill_holes
+from ._tables import read_csv_rows
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,17 @@ _IMAGE = re.compile(r"^(?P<subject>\d+)_(?P<k>\d*)HC$", re.IGNORECASE)
 _OUTLINE_FRACTION = 0.5
 
 
-def _read_pixel_sizes(native_dir: Path) -> dict[str, float]:
-    """{image file name: pixel size in mm} from every ``*pixel_size*.csv`` under ``native_dir``."""
+def _read_pixel_sizes(native_dir: Path, writer: CocoWriter) -> dict[str, float]:
+    """{image file name: pixel size in mm} from every ``*pixel_size*.csv`` under ``native_dir``;
+    an unreadable row is skipped with a warning naming the file and row (:mod:`._tables`)."""
     sizes: dict[str, float] = {}
     for path in natural_sorted(native_dir.rglob("*pixel_size*.csv")):
-        with path.open(encoding="utf-8-sig", newline="") as f:
-            for row in csv.reader(f):
-                if len(row) >= 2:
-                    try:
-                        sizes[row[0].strip()] = float(row[1])
-                    except ValueError:  # header row
-                        continue
+        for _, row in read_csv_rows(path, relative_source(path, native_dir), writer.warn):
+            if len(row) >= 2:
+                try:
+                    sizes[row[0].strip()] = float(row[1])
+                except ValueError:  # header row
+                    continue
     return sizes
 
 
@@ -71,12 +71,14 @@ def fill_head(mask: np.ndarray) -> np.ndarray:
 def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Write every annotated HC18 image under ``native_dir`` with its filled head mask."""
     native_dir = Path(native_dir)
-    sizes = _read_pixel_sizes(native_dir)
+    sizes = _read_pixel_sizes(native_dir, writer)
     unannotated = 0
-    for image_path in natural_sorted(p for p in native_dir.rglob("*") if p.is_file()
-                                     and p.suffix.lower() == ".png" and _IMAGE.match(p.stem)):
+    pngs = [p for p in native_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".png"]
+    claimed: set[Path] = set()
+    for image_path in natural_sorted(p for p in pngs if _IMAGE.match(p.stem)):
         source = relative_source(image_path, native_dir)
         mask_path = image_path.with_name(f"{image_path.stem}_Annotation{image_path.suffix}")
+        claimed.add(mask_path)
         if not mask_path.is_file():
             if "test" in image_path.parent.name.lower():
                 unannotated += 1  # the challenge's hidden test set: nothing to convert
@@ -91,6 +93,9 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         subject = _IMAGE.match(image_path.stem)["subject"]  # type: ignore[index]
         writer.add_image(image, {STRUCTURE: fill_head(outline)}, source=source, group=subject,
                          spacing_mm=(ps, ps) if ps else None)
+    warn_orphans((p for p in pngs if p.stem.endswith("_Annotation")
+                  and _IMAGE.match(p.stem[:-len("_Annotation")])),
+                 claimed, native_dir, writer, what="annotation")
     if unannotated:
         log.info("HC18: %d test-set images without annotation not converted", unannotated)
 

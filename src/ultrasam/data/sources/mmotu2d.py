@@ -18,7 +18,7 @@ differs from the image (e.g. ``Teratoma/598``) are skipped with a warning.
 
 from __future__ import annotations
 
-import json
+
 import re
 from pathlib import Path
 
@@ -26,8 +26,9 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_file_pair, sizes_match
+from ._pairs import read_file_pair, sizes_match, warn_orphans
 from ._read import find_dirs, natural_sorted, nonzero, relative_source
+from ._tables import read_json, read_text_lines
 
 STRUCTURE = "ovarian_tumor"
 # Official palette (RGB) -> tumour type, spelled as the shared copy's folders.
@@ -51,14 +52,16 @@ def _key(path: str | Path) -> str:
     return "/".join(parts[-3:]).lower()
 
 
-def _read_splits(native_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """({path key: split} from JSON split files, {image stem: split} from official txt lists)."""
+def _read_splits(native_dir: Path, writer: CocoWriter
+                 ) -> tuple[dict[str, str], dict[str, str]]:
+    """({path key: split} from JSON split files, {image stem: split} from official txt lists).
+
+    A JSON file that does not parse, or a list line that is not UTF-8, is skipped with a warning
+    naming it (:mod:`._tables`); the images it would have split keep ``split`` None.
+    """
     by_path: dict[str, str] = {}
     for path in natural_sorted(native_dir.rglob("*.json")):
-        try:
-            entries = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
+        entries = read_json(path, relative_source(path, native_dir), writer.warn)
         if isinstance(entries, list):
             for e in entries:
                 if isinstance(e, dict) and "file_path_img" in e and "split" in e:
@@ -66,7 +69,7 @@ def _read_splits(native_dir: Path) -> tuple[dict[str, str], dict[str, str]]:
     by_stem: dict[str, str] = {}
     for path in natural_sorted(p for p in native_dir.rglob("*.txt") if _SPLIT_LIST.match(p.name)):
         split = _SPLIT_LIST.match(path.name)[1].lower()  # type: ignore[index]
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for _, line in read_text_lines(path, relative_source(path, native_dir), writer.warn):
             if line.strip():
                 by_stem[Path(line.split()[0]).stem] = split
     return by_path, by_stem
@@ -85,17 +88,20 @@ def _colour_label(annotation: np.ndarray) -> str | None:
 def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Write every MMOTU-2D image/annotation pair under ``native_dir``."""
     native_dir = Path(native_dir)
-    by_path, by_stem = _read_splits(native_dir)
+    by_path, by_stem = _read_splits(native_dir, writer)
     for images_dir in find_dirs(native_dir, "images"):
         ann_dir = images_dir.parent / "annotations"
         if not ann_dir.is_dir():
             continue
         annotations = {p.stem.lower(): p for p in ann_dir.iterdir()
                        if p.suffix.lower() == ".png"}
+        claimed: set[Path] = set()
         for image_path in natural_sorted(p for p in images_dir.iterdir()
                                          if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
             source = relative_source(image_path, native_dir)
             ann_path = annotations.get(image_path.stem.lower())
+            if ann_path is not None:
+                claimed.add(ann_path)
             if ann_path is None:
                 writer.warn(source, "no annotation file; image skipped")
                 continue
@@ -107,6 +113,9 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             split = by_path.get(_key(source), by_stem.get(image_path.stem))
             writer.add_image(image, {STRUCTURE: nonzero(raw)}, source=source, split=split,
                              label=label, name_parts=(label or "",))
+        # The official release also ships N_binary.PNG beside each colour annotation: not orphans.
+        warn_orphans((p for k, p in annotations.items() if not k.endswith("_binary")), claimed,
+                     native_dir, writer, what="annotation")
 
 
 SOURCE = Source(

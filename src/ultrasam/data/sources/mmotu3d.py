@@ -17,6 +17,7 @@ from ..coco import CocoWriter
 from ._base import Source, SourceSpec
 from ._pairs import Pair, add_or_skip, collect_pairs, load_pair
 from ._read import IMAGE_SUFFIXES, natural_key, nonzero
+from ._tables import read_text_lines
 from ._tree import NativeTree, TreeEntry
 
 SPEC = SourceSpec(
@@ -62,11 +63,11 @@ def _read_split_lists(entries: list[TreeEntry], writer: CocoWriter
             continue
         split = _SPLITS[m.group(1).lower()]
         try:
-            text = entry.read_bytes().decode("utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
-            writer.warn(entry.path, f"unreadable split list: {e}")
+            data = entry.read_bytes()
+        except OSError as e:
+            writer.warn(entry.path, f"unreadable split list: {e}; file skipped")
             continue
-        for line in text.splitlines():
+        for _, line in read_text_lines(data, entry.path, writer.warn):
             tokens = line.split()
             if not tokens:
                 continue

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_file_pair, sizes_match
+from ._pairs import read_file_pair, sizes_match, warn_orphans
 from ._read import natural_sorted, relative_source, threshold
 
 log = logging.getLogger(__name__)
@@ -27,11 +27,13 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Write every ``<subject>_<n>.tif`` that has a ``_mask.tif`` under ``native_dir``."""
     native_dir = Path(native_dir)
     unannotated = 0
-    for image_path in natural_sorted(p for p in native_dir.rglob("*") if p.is_file()
-                                     and p.suffix.lower() in (".tif", ".tiff")
-                                     and _IMAGE.match(p.stem)):
+    tifs = [p for p in native_dir.rglob("*")
+            if p.is_file() and p.suffix.lower() in (".tif", ".tiff")]
+    claimed: set[Path] = set()
+    for image_path in natural_sorted(p for p in tifs if _IMAGE.match(p.stem)):
         source = relative_source(image_path, native_dir)
         mask_path = image_path.with_name(f"{image_path.stem}_mask{image_path.suffix}")
+        claimed.add(mask_path)
         if not mask_path.is_file():
             unannotated += 1  # the competition's test images carry no mask
             continue
@@ -42,6 +44,8 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         subject = _IMAGE.match(image_path.stem)["subject"]  # type: ignore[index]
         writer.add_image(image, {STRUCTURE: nerve}, source=source, group=subject,
                          name_parts=(f"s{subject}",))
+    warn_orphans((p for p in tifs if p.stem.endswith("_mask") and _IMAGE.match(p.stem[:-5])),
+                 claimed, native_dir, writer)
     if unannotated:
         log.info("NERVE: %d images without a mask file (test set) not converted", unannotated)
 

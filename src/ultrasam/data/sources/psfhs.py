@@ -17,7 +17,7 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import sizes_match
+from ._pairs import sizes_match, warn_orphans
 from ._read import (UnreadableFile, find_dirs, natural_sorted, relative_source,
                    to_grey_if_uniform, to_uint8)
 from ._volumes import read_metaimage
@@ -62,10 +62,12 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
     native_dir = Path(native_dir)
     for image_dir in find_dirs(native_dir, "image_mha"):
         label_dir = image_dir.parent / "label_mha"
+        claimed: set[Path] = set()
         for image_path in natural_sorted(p for p in image_dir.iterdir()
                                          if p.suffix.lower() in (".mha", ".mhd")):
             source = relative_source(image_path, native_dir)
             label_path = label_dir / image_path.name
+            claimed.add(label_path)
             if not label_path.is_file():
                 writer.warn(source, "no label file; image skipped")
                 continue
@@ -82,6 +84,9 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                 writer.warn(source, f"unknown label values {unknown} ignored")
             writer.add_image(image, {name: label == v for v, name in LABELS.items()},
                              source=source)
+        if label_dir.is_dir():
+            warn_orphans((p for p in label_dir.iterdir() if p.suffix.lower() in (".mha", ".mhd")),
+                         claimed, native_dir, writer, what="label")
 
 
 SOURCE = Source(

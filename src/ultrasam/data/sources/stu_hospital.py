@@ -12,21 +12,24 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair
+from ._pairs import read_matched_pair, warn_orphans
 from ._read import natural_sorted, relative_source, resize_nearest, threshold
 
 STRUCTURE = "breast_lesion"
 _IMAGE = re.compile(r"^Test_Image_(?P<k>\d+)$", re.IGNORECASE)
+_MASK = re.compile(r"^mask_\d+$", re.IGNORECASE)
 
 
 def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Write every ``Test_Image_k.png`` under ``native_dir`` with ``mask_k.png``."""
     native_dir = Path(native_dir)
-    for image_path in natural_sorted(p for p in native_dir.rglob("*") if p.is_file()
-                                     and p.suffix.lower() == ".png" and _IMAGE.match(p.stem)):
+    pngs = [p for p in native_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".png"]
+    claimed: set[Path] = set()
+    for image_path in natural_sorted(p for p in pngs if _IMAGE.match(p.stem)):
         source = relative_source(image_path, native_dir)
         k = _IMAGE.match(image_path.stem)["k"]  # type: ignore[index]
         mask_path = image_path.with_name(f"mask_{k}{image_path.suffix}")
+        claimed.add(mask_path)
         read = read_matched_pair(image_path, mask_path, native_dir, writer,
                                  check_size=False)
         if read is None:
@@ -39,6 +42,7 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                                 "ratio; pair skipped")
             continue
         writer.add_image(image, {STRUCTURE: resize_nearest(lesion, (h, w))}, source=source)
+    warn_orphans((p for p in pngs if _MASK.match(p.stem)), claimed, native_dir, writer)
 
 
 SOURCE = Source(

@@ -12,7 +12,6 @@ the image ``label``. Frames are read in blocks so memory stays bounded for the f
 
 from __future__ import annotations
 
-import csv
 import io
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from ..coco import CocoWriter
 from ._base import Source, SourceSpec
 from ._read import to_uint8
 from ._shapes import format_unknown
+from ._tables import read_csv_dicts
 from ._tree import NativeTree, TreeEntry
 
 SPEC = SourceSpec(
@@ -55,11 +55,11 @@ def _read_labels(entries: list[TreeEntry], writer: CocoWriter) -> dict[str, str]
     labels: dict[str, str] = {}
     for entry in entries:
         try:
-            rows = list(csv.DictReader(io.StringIO(entry.read_bytes().decode("utf-8-sig"))))
-        except (OSError, UnicodeDecodeError, csv.Error) as e:
-            writer.warn(entry.path, f"unreadable metadata: {e}")
+            data = entry.read_bytes()
+        except OSError as e:
+            writer.warn(entry.path, f"unreadable metadata: {e}; file skipped")
             continue
-        for row in rows:
+        for _, row in read_csv_dicts(data, entry.path, writer.warn):
             clip, diagnosis = row.get("annot_id"), row.get("histopath_diagnosis")
             if clip and diagnosis:
                 labels[clip.strip()] = diagnosis.strip().lower()
