@@ -154,7 +154,7 @@ SMALL = ModelConfig(variant="small", encoder="conv", img_size=256, patch_size=4,
 # The default model: early fusion (see modeling/fusion.py), designed to train and run on a
 # 2-core CPU; 256 px input, prompts fused after a stride-4 stem, logits at 256 x 256.
 FUSION = ModelConfig(variant="fusion", encoder="fusion", img_size=256, patch_size=4,
-                     conv_dims=(48, 96, 160, 256), conv_depths=(2, 2, 3, 2),
+                     conv_dims=(32, 80, 160, 256), conv_depths=(1, 2, 3, 2),
                      prompt_embed_dim=64, iou_head_hidden_dim=128)
 
 VARIANTS: dict[str, ModelConfig] = {c.variant: c
