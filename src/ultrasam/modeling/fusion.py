@@ -177,6 +177,19 @@ class FusionNet(PromptableModel):
         s4 = self.stem4(s2)
         return torch.cat([s4, F.pixel_unshuffle(s2, 2)], dim=1)
 
+    def image_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Prompt-free features for downstream heads: the four stage outputs (1/4 .. 1/32) of
+        padded model input B x 3 x S x S, computed with empty prompt maps."""
+        s4 = self.stem4(self.stem2(x))
+        g = self.img_size // 2
+        empty = torch.zeros(x.shape[0], N_PROMPT_MAPS, g, g, device=x.device, dtype=s4.dtype)
+        h = s4 + self.prompt_in(empty)
+        feats = []
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        return feats
+
     # ---------------------------------------------------------------------------- prompts
     def decode(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor | None = None,
                point_labels: torch.Tensor | None = None, boxes: torch.Tensor | None = None,
