@@ -182,6 +182,8 @@ def convert_source(source: Source, native_dir: Path, out_dir: Path, *,
     result.skipped, result.warnings = writer.skipped, len(writer.warnings)
     result.report.add_source_drops(name, writer.dropped)
     if not writer.images:
+        # No annotations file will carry the converter's warnings: report them here.
+        warnings += [_warning("convert", name, w.file, w.message) for w in writer.warnings]
         if result.ok:
             result.status = "empty"
             result.error = "no images converted" + (

@@ -44,10 +44,11 @@ _COLOUR_TOLERANCE = 48
 # samples: MMOTU Doppler ~1%, B-mode scans with coloured text/bars <= 0.25%).
 _COLOUR_FRACTION = 0.005
 #: Largest image decoded, in pixels (read from the header before any pixel is decoded). The
-#: largest ultrasound frames of the public datasets are about 2 megapixels; 100 MP leaves room
-#: for stitched panoramas while a header claiming 20000 x 20000 (a decompression bomb, or a
-#: corrupt header) is refused as an unreadable file instead of allocating gigabytes.
-MAX_PIXELS = 100_000_000
+#: largest ultrasound frames of the public datasets are about 2 megapixels; 64 MP (8000 x 8000)
+#: leaves room for stitched panoramas while a header claiming 20000 x 20000 (a decompression
+#: bomb, or a corrupt header) is refused as an unreadable file instead of allocating gigabytes.
+#: It stays under PIL's own warning limit (89 MP), so PIL never warns first.
+MAX_PIXELS = 64_000_000
 
 
 class UnreadableFile(ValueError):
@@ -75,8 +76,8 @@ def decode_array(source: Path | BinaryIO, name: str | Path, palette_as_rgb: bool
             width, height = img.size
             if width * height > MAX_PIXELS:
                 raise UnreadableFile(name, f"header claims {width} x {height} pixels, more than "
-                                           f"the {MAX_PIXELS:,} accepted (corrupt header or "
-                                           "decompression bomb)")
+                                           f"the {MAX_PIXELS:,} accepted (decompression bomb "
+                                           "or corrupt header)")
             img.seek(0)  # first frame of multi-frame GIF/TIFF
             img.load()
             mode = img.mode
@@ -89,8 +90,11 @@ def decode_array(source: Path | BinaryIO, name: str | Path, palette_as_rgb: bool
             return np.asarray(img)
     except UnreadableFile:
         raise
+    except Image.DecompressionBombError as e:  # raised by Image.open itself past PIL's limit
+        raise UnreadableFile(name, f"header claims too many pixels (decompression bomb or "
+                                   f"corrupt header): {e}") from e
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError,
-            Image.DecompressionBombError, MemoryError) as e:
+            MemoryError) as e:
         # PIL raises OSError for truncated data, SyntaxError for some malformed headers and
         # DecompressionBombError (not an OSError) for huge headers under its own limit.
         raise UnreadableFile(name, f"cannot decode image: {type(e).__name__}: {e}") from e
