@@ -390,3 +390,12 @@ def test_empty_splits_are_reported_with_achieved_fractions() -> None:
         ("NERVE", "split 'val' is em"), ("NERVE", "split 'test' is e"), ("MM", "split 'test' is e")]
     assert "official split covers every image" in warnings[2]["message"]
     assert stats["NERVE"]["fractions"]["achieved"] == {"train": 1.0, "val": 0.0, "test": 0.0}
+
+
+def test_every_source_module_says_what_was_checked_for_overlays() -> None:
+    from ultrasam.data.registry import all_sources
+
+    missing = [s.spec.name for s in all_sources()
+               if "Overlays checked:" not in (importlib.import_module(
+                   s.convert.__module__).__doc__ or "")]
+    assert not missing, missing

@@ -8,6 +8,10 @@ synthetic and skipped. A ``train`` / ``test`` folder gives the split.
 Colours: liver (100,0,100), kidney (255,255,0), pancreas (0,0,255), vessels (255,0,0), adrenals
 (0,255,255), gallbladder (0,255,0), bones (255,255,255), spleen (255,0,255); black is background.
 Pixels of any other colour are warned about (with their count) and left out.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ uint8) and masks with the same file name under a ``masks`` folder
 Each sweep is sliced along its first array axis (frames); only frames with an annotation are
 kept: a sweep has ~840 frames and most show no abdomen, which would flood the corpus with
 near-identical negatives. ``group`` is the sweep id (one subject per sweep).
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

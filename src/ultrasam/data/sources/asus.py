@@ -6,6 +6,10 @@ and ``<name>_segmentation.npy`` (same shape, 0/1). Both arrays are stored flippe
 axes relative to the scans' display orientation, so every frame is flipped back (rows and
 columns). A stack is one sweep: ``group`` = ``<name>``, ``frame`` = index along the first axis.
 All frames are kept: every frame of a stack is an annotated training frame.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

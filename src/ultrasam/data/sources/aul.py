@@ -9,6 +9,10 @@ Structures: ``liver`` and ``liver_lesion`` (the ``mass`` polygons). The ``outlin
 so keeping them, as the UltraSam reference did, teaches the model to segment the scan sector.
 They are therefore ignored; any other polygon folder name is warned about.
 ``group`` = the intermediate ``<P>`` folder when the release has one, else none.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ frame becomes an image with its ``frame`` index, ``group`` = the video id, and t
 the image's ``device`` field; a frame whose masks are all empty stays, without instances (it
 was annotated: nothing visible). Masks naming a frame the video does not have, or whose size differs
 from the frame, are warned about.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

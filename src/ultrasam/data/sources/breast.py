@@ -4,6 +4,10 @@ Native layout: ``caseNNN.png`` scans and masks ``caseNNN_tumor.png`` (the lesion
 ``caseNNN_other.png`` (other findings outlined by the radiologists); a trailing number
 (``caseNNN_tumor2.png``) marks further masks of the same kind. Masks are binary (0/255 or 0/1).
 Any other ``caseNNN_<suffix>.png`` is warned about. Each case is one patient (``group``).
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

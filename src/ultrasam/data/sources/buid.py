@@ -3,6 +3,10 @@
 Native layout: ``Benign.zip`` and ``Malignant.zip`` (read in place, or their extracted folders)
 holding ``<n> Image.bmp`` scans and ``<n> Mask.tif`` masks; a mask pixel is lesion when its grey
 value is >= 150. ``label`` = benign / malignant from the archive or folder name.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

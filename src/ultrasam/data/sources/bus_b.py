@@ -2,6 +2,10 @@
 
 Native layout: ``original/*.png`` scans and ``GT/*.png`` masks with the same file names; a mask
 pixel is lesion when its grey value is >= 150.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

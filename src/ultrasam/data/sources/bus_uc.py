@@ -5,6 +5,10 @@ path (``Benign/masks/01.png`` for ``Benign/images/01.png``), paired by file stem
 ``label`` = benign / malignant from the folder. Some masks are stored at another size than their
 image: they are resized to the image (nearest neighbour), as the dataset's users do, with a
 warning naming the file.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

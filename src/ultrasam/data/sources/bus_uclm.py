@@ -9,6 +9,9 @@ Layout (official release and the shared copy, which nests it under wrapper folde
 ``<CODE>`` is the patient code, used as ``group``. The image label comes from ``INFO.csv`` when
 it lists the image, else from the mask colour (no lesion -> normal). Pairs whose image and mask
 sizes disagree (e.g. ``HESN_000``, an RGBA screenshot of another size) are skipped with a warning.
+
+Overlays checked: the images carry a small probe icon in a bottom corner, left as it is; the
+native-sample masks hold one coloured region per lesion and no text or marks.
 """
 
 from __future__ import annotations

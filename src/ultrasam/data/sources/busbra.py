@@ -9,6 +9,10 @@ Layout (official and shared copy)::
 ``group`` is the patient (``Case``), ``label`` the pathology. UltraSam holds out fold 1 of the
 5-fold file as its test set: ``split`` is ``test`` for fold 1 and ``train`` otherwise (None when
 the fold file is missing).
+
+Overlays checked: the images carry calipers (+ marks) and scanner text (e.g. "MAMA ESQUERDA"), left
+as they are (they are part of the scans a user holds); the 10 native-sample masks hold one region
+each and no text or marks.
 """
 
 from __future__ import annotations

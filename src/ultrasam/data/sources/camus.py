@@ -6,6 +6,10 @@ are not converted). Label codes: 1 left-ventricle cavity, 2 myocardium, 3 left a
 background (also everywhere outside the imaging fan). Sequences are read slowest axis first
 (frames x rows x columns, see :mod:`._volumes`) and cut into frames; ``group`` = the patient,
 ``frame`` = the index in the half sequence.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

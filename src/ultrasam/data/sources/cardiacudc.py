@@ -6,6 +6,10 @@ filling its contour's holes, frame by frame. Label codes follow the documented o
 structures: 1 left ventricle, 2 left atrium, 3 right atrium, 4 right ventricle, 5 epicardium
 (check upstream). Videos are read slowest axis first (frames x rows x columns); only frames with
 a label are kept (annotation is sparse over each video). ``group`` = ``<site>/<patient>``.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

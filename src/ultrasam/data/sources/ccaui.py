@@ -8,6 +8,9 @@ Layout (official and shared copy)::
 Transverse sweeps of the neck; the expert mask (0/255) outlines the common carotid artery's
 cross-section. ``group`` is the recording id and ``frame`` the slice number, since slices of one
 recording are near-duplicates.
+
+Overlays checked: neither the 10 native-sample images nor their masks carry text, calipers or
+marks; masks hold one region each.
 """
 
 from __future__ import annotations

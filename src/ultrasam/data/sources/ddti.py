@@ -10,6 +10,9 @@ Shared copy (a cropped derivative, one 300 x 300 crop per nodule)::
 
 ``group`` is the case number (all images and crops of a case stay together); the TI-RADS score,
 where ``diagnosis.csv`` gives one, is stored as ``tirads``. Crops whose mask is empty are kept.
+
+Overlays checked: the crops carry small scanner markers at their edges, left as they are; the 10
+native-sample masks hold one region each and no text or marks.
 """
 
 from __future__ import annotations

@@ -10,6 +10,10 @@ Valsalva loops stay on one side of a split; the manoeuvre goes to the image's ``
 Label codes are taken to follow the convention of the same group's CardiacUDC release
 (1 left ventricle, 2 left atrium, 3 right atrium, 4 right ventricle): not stated by the EchoCP
 release itself, so check against the data; other values are warned about.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

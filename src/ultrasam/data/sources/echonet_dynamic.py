@@ -6,6 +6,10 @@ TRAIN/VAL/TEST). For each traced frame (end-diastole and end-systole; ``Frame`` 
 first row is the long axis of the ventricle and is excluded; the other rows are the chords
 perpendicular to it, whose two ends run down either side of the wall, so the outline is
 ``(X1, Y1)`` in row order followed by ``(X2, Y2)`` in reverse row order. ``group`` = the video.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Native layout: ``{A4C,PSAX}/Videos/<name>.avi`` and, per view, ``VolumeTracings.
 columns ``FileName,X,Y,Frame``: the rows of one (file, frame) are the outline points in order.
 ``Frame`` is 1-based here (unlike EchoNet-Dynamic): the stored ``frame`` is the 0-based index
 into the decoded video, ``Frame - 1``. ``group`` = the video; the view is kept in the file name.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

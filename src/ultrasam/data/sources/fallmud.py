@@ -6,6 +6,10 @@ fascicles). Some masks are stored rotated by 90 degrees (their height and width 
 to the image): they are rotated back clockwise (``np.rot90(mask, -1)``), with a warning naming
 the file; the direction is an assumption to check on the real release. The sub-collection name
 is kept in the file name; no subject id is published, so ``group`` is none.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ Native layout: ``*.png`` scans, each with a ``*.npy`` of the same stem holding a
 numpy-only restricted unpickler (see :func:`._volumes.read_pickled_npy`), never
 ``allow_pickle=True``. Unknown mask keys are warned about. ``group`` = the leading patient code
 (``P012`` in ``P012_IMG3``) when the file names carry one.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,10 @@ or ``HC``, in image and mask folders; masks are the files with ``mask``, ``label
 ``annotation`` in their path, paired with the image of the same stem (mask tokens removed).
 AC masks are ``fetal_abdomen``, HC masks ``fetal_head``; outline-only masks (HC18 style
 ellipses) are hole-filled, which leaves filled masks unchanged.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

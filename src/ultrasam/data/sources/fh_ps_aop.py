@@ -4,6 +4,10 @@ Native layout: ``image_mha/NNNNN.mha`` (MetaImage, 3 x H x W: the same grey plan
 times, as an RGB export) and ``label_mha/NNNNN.mha`` (H x W, or 1 x H x W) with codes 1 pubic
 symphysis, 2 fetal head. The first plane is the image; when the planes differ the three are kept
 as colour. Unknown label codes are warned about. PSFHS (Scientific Data 2024) uses the same layout.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,10 @@ set (``split = "test"``), ``train`` is ``"train"``; the other cross-validation s
 read. Category ids come from each file's ``categories`` (1 leiomyoma, 2 GIST); the category
 becomes both the structure and the image ``label``. Unknown category ids, malformed JSON,
 missing images and undecodable polygons are warned about, naming the file.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

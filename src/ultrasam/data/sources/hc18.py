@@ -11,6 +11,9 @@ The official annotations are a thin ellipse outline that must be filled; some co
 one) are already filled. Both are handled: a filled mask is kept as is; an outline is filled by
 hole filling, or, when it is not closed (the ellipse leaves the image), by drawing the ellipse
 fitted to its pixels. ``group`` is the subject number ``NNN``; ``spacing_mm`` the CSV pixel size.
+
+Overlays checked: the images carry black anonymisation boxes in their corners, left as they are;
+the 7 native-sample annotations are single ellipses with no text or marks.
 """
 
 from __future__ import annotations

@@ -15,6 +15,10 @@ every class but the central echo complex). Other values are warned about, naming
 Each image comes with two sonographers' annotations; sonographer 1's masks are used, and
 sonographer 2's only for an image sonographer 1 did not annotate, so that no image appears
 twice. Each image is from a different patient, so ``group`` is null (one image, one group).
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

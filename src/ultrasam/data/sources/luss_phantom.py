@@ -6,6 +6,10 @@ place (e.g. ``data/{train,test}/{images,masks}/<id>.png``). The grey value of a 
 class: 1 rib, 2 pleural line, 3 A-line, 4 B-line, 5 B-line confluence (the order the dataset
 lists its classes; any other non-zero value is warned about and ignored). A ``train`` / ``test``
 folder in the path gives the split. Phantom recordings carry no subject id: ``group`` is null.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

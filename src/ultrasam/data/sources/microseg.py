@@ -9,6 +9,10 @@ non-expert one (annotated by a trainee in the release), sliced exactly as MUP do
 complete official record MicroSeg therefore adds no image; it still reads the record so that a
 partial copy (or a copy holding only non-expert annotations) is not lost. Layout, label codes
 and slicing: see ``mup.py``.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -14,6 +14,9 @@ Shared copy: regrouped per tumour type, with a split file whose paths carry a pr
 The lesion is any non-zero annotation pixel. The image label is the tumour type: the folder
 name in the copy, else the annotation colour (the official palette). Pairs whose annotation size
 differs from the image (e.g. ``Teratoma/598``) are skipped with a warning.
+
+Overlays checked: some images carry scanner text and dotted caliper lines, left as they are; the 16
+native-sample annotations hold the tumour regions only, no text or marks.
 """
 
 from __future__ import annotations

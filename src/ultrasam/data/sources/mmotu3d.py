@@ -6,6 +6,10 @@ Any non-zero channel is lesion (structure ``ovarian_tumor``). Optional list file
 ``*train*.txt`` / ``*val*.txt`` / ``*test*.txt`` next to the folders give the split; lines are
 ``<id>[.JPG] [class index]`` and the class index, when present, becomes the image ``label``
 (kept as published, e.g. ``"3"``). No patient id: ``group`` is null.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,10 @@ first, see ``_volumes``); each slice with prostate becomes an image keeping its 
 MicroSeg (``microseg.py``) is the same Zenodo record under another name: it converts only the
 volumes this source cannot (no expert annotation), so a corpus holding both never sees a volume
 twice.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

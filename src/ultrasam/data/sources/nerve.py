@@ -4,6 +4,9 @@ Layout: official ``train/<subject>_<n>.tif`` + ``train/<subject>_<n>_mask.tif`` 
 masks and is not converted); the shared copy (a 55-image subset) nests it as ``data/train/``.
 Masks are 0/255; many are empty (no nerve visible) and are kept as negatives. ``group`` is the
 subject number, so that frames of one subject stay on one side of a split.
+
+Overlays checked: the frames carry a small triangle marker at the top, left as it is; the native-
+sample masks hold the nerve region only, no text or marks.
 """
 
 from __future__ import annotations

@@ -7,6 +7,9 @@ Layout (official and shared copy)::
 
 A sibling of FH-PS-AOP (same group, same format); not one of UltraSam's 43 datasets. Images with
 three identical planes become grey; planes that differ are read as RGB.
+
+Overlays checked: the 6 native-sample label maps hold exactly the two structures, no text or marks
+(the images carry none either).
 """
 
 from __future__ import annotations

@@ -14,6 +14,10 @@ The UltraSam reference zipped image slices with label *channels* (slice ``i`` wi
 leaves the image shape (axis 0 preferred, as documented). Slices with no label in any channel
 are not converted. ``group`` = case id, ``split`` from the ``train`` / ``val`` folder. Channel
 values other than 0/1 (255 is read as 1) are warned about.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

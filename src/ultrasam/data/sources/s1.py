@@ -8,6 +8,10 @@ non-zero values are warned about (naming the file) and ignored. JPEG-compressed 
 snapped to 0 / 127 / 255 (nearest level), since compression blurs the exact codes. Masks under
 a ``General`` folder inside ``Labels`` are skipped (the UltraSam reference skipped them too; they
 are not lesion-class masks). Split: ``TrainingDataSet`` -> train, ``TestingDataSet`` -> test.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Label codes (the release's legend): 1 thyroid; 2 and 4 carotid artery (left / ri
 component starting with ``MRI``) is not ultrasound and is skipped. Volumes are sliced along the
 first array axis; slices with a label become images with their ``slice`` index and
 ``group`` = the volunteer's volume id.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

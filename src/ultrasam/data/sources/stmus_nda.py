@@ -7,6 +7,10 @@ has ``Images`` instead. Masks are binary (0/1 or 0/255, both accepted); other va
 about. Structure ``muscle`` (the cross-section of the imaged muscle); the muscle
 (BB = biceps brachii, GM = gastrocnemius medialis, TA = tibialis anterior) is recorded in the
 image's ``muscle`` field and Healthy / Pathological in its ``label``.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

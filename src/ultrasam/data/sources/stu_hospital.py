@@ -3,6 +3,9 @@
 Layout: ``Hospital/Test_Image_k.png`` (128 x 128 grey) + ``Hospital/mask_k.png`` (larger,
 anti-aliased grey). The mask is thresholded at 128 at its own resolution, then resized with
 nearest neighbour to the image, so that the lesion keeps a hard edge and the image its pixels.
+
+Overlays checked: neither the 8 native-sample images nor their masks carry text or marks; masks
+hold one region each.
 """
 
 from __future__ import annotations

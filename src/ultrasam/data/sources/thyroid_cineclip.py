@@ -8,6 +8,10 @@ are grouped by ``annot_id`` (``group``; one clip = one nodule) and keep ``frame_
 0, 1 and 255 are warned about once per file. When a ``metadata.csv`` with ``annot_id`` and
 ``histopath_diagnosis`` columns is present, the diagnosis (lower case, e.g. ``benign``) becomes
 the image ``label``. Frames are read in blocks so memory stays bounded for the full release.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Native layout (folder or archive): ``tn3k/{trainval,test}-{image,mask}/NNNN.jpg`
 JPEG-compressed 0/255 images, so they are thresholded at 128 (compression leaves grey levels
 around the edges). The official split is kept: ``trainval`` -> ``train``, ``test`` -> ``test``.
 No patient id is published: ``group`` is null.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

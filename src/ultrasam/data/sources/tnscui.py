@@ -5,6 +5,10 @@ Native layout (VOC-style, folder or archive): ``JPEGImages/<id>.jpg`` and
 stored as 0/1 in some copies and 0/255 in others: both 1 and 255 are nodule (the UltraSam
 reference kept only pixels equal to 1, losing every 0/255 mask). Any other non-zero value is
 warned about, naming the file, and not counted as nodule. No patient id: ``group`` is null.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

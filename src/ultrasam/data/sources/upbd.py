@@ -7,6 +7,10 @@ muscle, ``shenjing`` nerve, ``zhifang`` fat, ``jizhu`` spine. Polygons, rectangl
 are filled; unknown labels, shapes enclosing no area and malformed JSON are warned about,
 naming the file, and the rest of the file still converts. JSON text in a Chinese code page
 (GB18030) is accepted. No patient id is published: ``group`` is null.
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ Native layout: PNG files anywhere under the root; masks are the PNGs with ``Mask
 (case-insensitive), images the others; an image and its mask share the leading integer of their
 file names (``12.png`` <-> ``Masks/12_mask.png``). Masks are grey, 255 = tumour (thresholded at
 128 so anti-aliased edges do not split the lesion).
+
+Overlays checked: no sample of this dataset was available here, so its masks were not inspected for
+burnt-in text or marks; they pass through the small-component rule only
+(:mod:`ultrasam.data.filters`).
 """
 
 from __future__ import annotations
