@@ -71,14 +71,16 @@ def run_items(items: list[Item], job: Job, engine: EngineSpec) -> Iterator[dict[
 
 @contextmanager
 def _threads(threads: int) -> Iterator[None]:
+    import cv2
     import torch
 
-    before = torch.get_num_threads()
+    before = torch.get_num_threads(), cv2.getNumThreads()
     set_threads(threads)
     try:
         yield
     finally:
-        set_threads(before)
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])
 
 
 def _run_here(items: list[Item], job: Job, threads: int) -> Iterator[dict[str, Any]]:
