@@ -49,7 +49,7 @@ def test_health_names_the_model(client: httpx.Client) -> None:
     h = client.get("/health").json()
     assert h["status"] == "ok"
     assert h["model"]["variant"] == "tiny" and h["model"]["name"] == "ckpt"
-    assert h["model"]["parameters"] > 0 and h["tracking"] is False
+    assert h["model"]["parameters"] > 0 and h["tracking"] is True
 
 
 def test_upload_segment_roundtrip(client: httpx.Client, files: Any) -> None:
@@ -292,3 +292,30 @@ def test_loopback_server_refuses_foreign_host_and_origin(client: httpx.Client,
         "content-security-policy"]
     assert client.get("/docs").status_code == 200
     assert "/api/images/{image_id}/segment" in client.get("/openapi.json").json()["paths"]
+
+
+# ---------------------------------------------------------------------------- tracking
+def test_propagate_through_a_cine(client: httpx.Client, files: Any) -> None:
+    iid = _upload(client, files.dicom(files.cine(n=5, size=64)), "c.dcm").json()["image_id"]
+    assert client.get("/health").json()["tracking"] is True
+    r = client.post(f"/api/images/{iid}/propagate",
+                    json={"prompts": [{"frame": 1, "box": [8, 20, 40, 44]}]})
+    assert r.status_code == 200, r.text
+    frames = r.json()["frames"]
+    assert [f["frame"] for f in frames] == [0, 1, 2, 3, 4]
+    assert [f["prompted"] for f in frames] == [False, True, False, False, False]
+    for f in frames:
+        assert int(decode_rle(f["rle"]).sum()) == f["area_px"]
+    # The tracked masks are the server's masks: they export like any other.
+    coco = client.post(f"/api/images/{iid}/export/coco", json={"objects": [
+        {"name": "cyst", "masks": [f["mask_id"] for f in frames]}]}).json()
+    assert [a["segmentation"] for a in coco["annotations"]] == [f["rle"] for f in frames]
+    url = f"/api/images/{iid}/propagate"
+    _error(client.post(url, json={"prompts": []}), 422, "prompts")
+    _error(client.post(url, json={"prompts": [{"frame": 9, "box": [1, 1, 5, 5]}]}), 422,
+           "frame 9")
+    _error(client.post(url, json={"prompts": [{"frame": 0}]}), 422, "no point")
+    _error(client.post(url, json={"prompts": [{"frame": 3, "box": [1, 1, 5, 5]}],
+                                  "range": [0, 2]}), 422, "outside the range")
+    _error(client.post(url, json={"prompts": [{"frame": 0, "box": [1, 1, 500, 5]}]}), 422,
+           "outside")

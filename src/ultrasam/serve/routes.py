@@ -23,6 +23,8 @@ from .schemas import (
     Health,
     ImageInfo,
     ModelInfo,
+    PropagateRequest,
+    PropagateResponse,
     SegmentRequest,
     SegmentResponse,
 )
@@ -63,9 +65,7 @@ class Context:
     store: ImageStore
     worker: ModelWorker
     model: ModelInfo
-    # Mask propagation across frames (ultrasam.inference.tracking) is not wired to the page
-    # yet; /health says so, and a propagate route will flip it.
-    tracking: bool = False
+    tracking: bool = True  # the propagate route (ultrasam.inference.tracking)
 
 
 def ctx(request: Request) -> Context:
@@ -296,3 +296,74 @@ async def export(request: Request, body: ExportRequest, image_id: str = ImageId,
     stem = exporters.safe_name(image.name.rsplit(".", 1)[0])
     return Response(data, media_type=media, headers={
         "content-disposition": f'attachment; filename="{stem}.{filename}"'})
+
+
+MAX_TRACKED_FRAMES = 2_000  # one propagation holds the model thread: keep it bounded
+
+
+@router.post(UPLOAD_PATH + "/{image_id}/propagate", response_model=PropagateResponse,
+             responses=ERRORS, tags=["segment"])
+async def propagate(request: Request, body: PropagateRequest,
+                    image_id: str = ImageId) -> PropagateResponse:
+    """Track one object through the frames of a cine (or the slices of a volume): prompted
+    frames are segmented from their prompts, every other frame from its neighbour's mask."""
+    import time
+
+    c = ctx(request)
+    image = _image(request, image_id)
+    try:
+        c.store.check_frame(image, body.axis, 0)
+        n = image.probe.axes[body.axis].frames
+        start, stop = body.range if body.range is not None else (0, n)
+        if not 0 <= start < stop <= n:
+            raise ValueError(f"range must be [start, stop) with 0 <= start < stop <= {n}, "
+                             f"got {[start, stop]}")
+        if stop - start > MAX_TRACKED_FRAMES:
+            raise ValueError(f"{stop - start} frames to track; at most {MAX_TRACKED_FRAMES} "
+                             "per request (pass a range)")
+        for p in body.prompts:
+            c.store.check_frame(image, body.axis, p.frame)
+            if not start <= p.frame < stop:
+                raise ValueError(f"prompt on frame {p.frame} lies outside the range "
+                                 f"[{start}, {stop})")
+            if not p.points and p.box is None:
+                raise ValueError(f"the prompt on frame {p.frame} has no point and no box")
+    except ValueError as exc:
+        raise ApiError(422, str(exc)) from exc
+    t0 = time.perf_counter()
+    try:
+        results = await c.worker.run(_track, c.store, image, body, (start, stop))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ApiError(422, str(exc).strip("'\"")) from exc
+    seconds = time.perf_counter() - t0
+    frames = []
+    for r in results:
+        frame = await _frame(request, image, body.axis, r.frame)
+        rle, m = await run_in_threadpool(_encode_and_measure, r.mask, frame)
+        record = MaskRecord(new_id(12), body.axis, r.frame, rle, r.score, m)
+        c.store.add_mask(image, record)
+        frames.append({"mask_id": record.mask_id, "rle": rle, "score": r.score,
+                       "frame": r.frame, "axis": body.axis, "embedded": True,
+                       "model_ms": 0.0, "flags": list(r.flags), "prompted": r.prompted,
+                       **m.as_dict()})
+    return PropagateResponse(frames=frames, seconds=round(seconds, 3))
+
+
+def _track(model: Any, store: ImageStore, image: StoredImage, body: PropagateRequest,
+           frame_range: tuple[int, int]) -> list[Any]:
+    """Runs on the model thread: a Tracker over the image's frames (decoded through the
+    store's LRU), the prompts added, then propagated."""
+    from ultrasam.inference.tracking import Tracker
+    from ultrasam.io.video import FrameSequence
+    from ultrasam.predictor import Predictor
+
+    geometry = image.probe.axes[body.axis]
+    frames = FrameSequence(source=image.name, kind="serve", n_frames=geometry.frames,
+                           size=(geometry.height, geometry.width),
+                           read_frame=lambda k: store.frame(image, body.axis, k).rgb)
+    tracker = Tracker(Predictor(model), frames, frame_range=frame_range)
+    for p in body.prompts:
+        points = [[x, y] for x, y, _ in p.points] or None
+        labels = [lab for _, _, lab in p.points] or None
+        tracker.add_prompt(p.frame, points=points, labels=labels, box=p.box)
+    return tracker.propagate()

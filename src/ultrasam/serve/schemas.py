@@ -116,3 +116,33 @@ class Health(BaseModel):
 
 class Error(BaseModel):
     detail: str
+
+
+class FramePromptIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    frame: int = Field(ge=0)
+    points: list[tuple[Finite, Finite, Label]] = Field(default_factory=list, max_length=256)
+    box: tuple[Finite, Finite, Finite, Finite] | None = None
+
+
+class PropagateRequest(BaseModel):
+    """Prompts of one object on some frames; every other frame of ``range`` gets its mask by
+    propagation from the nearest prompted frame (:mod:`ultrasam.inference.tracking`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    axis: int = Field(0, ge=0, le=2)
+    prompts: list[FramePromptIn] = Field(min_length=1, max_length=64)
+    range: tuple[int, int] | None = Field(
+        None, description="[start, stop) frames to track (default: all)")
+
+
+class TrackedFrame(SegmentResponse):
+    flags: list[str] = Field(description="quality flags: low_score, area_jump, empty")
+    prompted: bool
+
+
+class PropagateResponse(BaseModel):
+    frames: list[TrackedFrame]
+    seconds: float

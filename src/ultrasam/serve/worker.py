@@ -51,6 +51,11 @@ class ModelWorker:
         self._factory = predictor_factory or Predictor
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ultrasam-model")
 
+    async def run(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn(model, *args)`` on the model thread (long jobs such as tracking)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, self.model, *args)
+
     async def segment(self, frame: Frame, prompt: PromptSpec) -> Segmentation:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._segment, frame, prompt)
