@@ -222,33 +222,47 @@ def draw_batch(cache: TrainCache, probs: np.ndarray, model: FusionNet, cfg: Fusi
 
 def simulate_prompts(model: FusionNet, emb: torch.Tensor, data: StepData,
                      cfg: FusionTrainConfig, rng: np.random.Generator, autocast: Any
-                     ) -> tuple[PromptBatch, torch.Tensor | None]:
-    """Steps 3-4: first prompts, then no-grad corrective rounds. Returns (prompts, previous
-    logits B x 1 x S x S or None)."""
+                     ) -> tuple[PromptBatch, torch.Tensor, torch.Tensor]:
+    """Steps 3-4: first prompts, then no-grad corrective rounds.
+
+    Each sample draws its own number of rounds (0 with probability 1 - ``p_click_rounds``), so
+    every batch mixes first prompts with corrected ones: BatchNorm's batch statistics then
+    match its running statistics (a batch where all or none of the rows carry a previous mask
+    teaches the network a per-batch offset that inference never sees). The rounds run in
+    eval mode, as inference does, and do not touch the running statistics.
+    Returns (prompts, previous logits B x 1 x S x S, mask_present B bool).
+    """
     pc = cfg.prompts
     gt, valid = data.masks.numpy(), data.valid.numpy()
+    b, s = gt.shape[0], gt.shape[1]
     prompts, is_box = initial_prompts(gt, valid, rng, pc.p_box, pc.box_jitter, pc.p_multi)
-    prev: torch.Tensor | None = None
-    rounds = int(rng.integers(1, pc.max_click_rounds + 1)) if rng.random() < pc.p_click_rounds \
-        else 0
-    for _ in range(rounds):
-        with torch.no_grad(), autocast():
-            logits, _ = model.decode_all(emb.detach(), prompts.coords, prompts.labels,
-                                         prompts.boxes, prev)
-        out = logits[:, :1].float()
-        pred = (out[:, 0] > 0).numpy()
-        xy, lab, ok = corrective_clicks(pred, gt, valid, rng)
-        prev = out
-        prompts = prompts.with_click(xy, lab, ok)
-    if prev is not None:
-        # Refine-style rows (point prompts only): box of the previous mask, no clicks.
+    rounds = np.where(rng.random(b) < pc.p_click_rounds,
+                      rng.integers(1, pc.max_click_rounds + 1, size=b), 0)
+    prev = torch.zeros(b, 1, s, s)
+    present = torch.zeros(b, dtype=torch.bool)
+    if rounds.max() > 0:
+        model.eval()
+        for k in range(int(rounds.max())):
+            with torch.no_grad(), autocast():
+                logits, _ = model.decode_all(emb.detach(), prompts.coords, prompts.labels,
+                                             prompts.boxes, prev, mask_present=present)
+            out = logits[:, :1].float()
+            active = rounds > k
+            xy, lab, ok = corrective_clicks((out[:, 0] > 0).numpy(), gt, valid, rng)
+            act = torch.from_numpy(active)
+            prev = torch.where(act[:, None, None, None], out, prev)
+            present = present | act
+            prompts = prompts.with_click(xy, lab, ok & active)
+        model.train()
+        # Refine-style rows (point prompts with a previous mask): the previous mask's box and
+        # no clicks, which is what the second pass of ``refine=True`` feeds the model.
         pred = (prev[:, 0] > 0).numpy()
-        rows = [i for i in range(len(gt)) if not is_box[i] and pred[i].any()
-                and rng.random() < pc.p_refine_style]
-        for i in rows:
-            prompts.boxes[i] = torch.as_tensor(mask_box(pred[i]), dtype=torch.float32)
-            prompts.labels[i] = -1
-    return prompts, prev
+        for i in range(b):
+            if (present[i] and not is_box[i] and pred[i].any()
+                    and rng.random() < pc.p_refine_style):
+                prompts.boxes[i] = torch.as_tensor(mask_box(pred[i]), dtype=torch.float32)
+                prompts.labels[i] = -1
+    return prompts, prev, present
 
 
 def train_step(model: FusionNet, opt: torch.optim.Optimizer, cache: TrainCache,
@@ -262,10 +276,11 @@ def train_step(model: FusionNet, opt: torch.optim.Optimizer, cache: TrainCache,
     x = data.x.contiguous(memory_format=torch.channels_last)
     with autocast():
         emb = model.encode(x)
-    prompts, prev = simulate_prompts(model, emb, data, cfg, rng, autocast)
+    prompts, prev, present = simulate_prompts(model, emb, data, cfg, rng, autocast)
     with autocast():
         logits, iou, coarse = model.decode_all(emb, prompts.coords, prompts.labels,
-                                               prompts.boxes, prev, coarse=True)
+                                               prompts.boxes, prev, coarse=True,
+                                               mask_present=present)
     logits, iou, coarse = logits.float(), iou.float(), coarse.float()
     target = data.masks[:, None].float()
     per_out = mask_loss(logits, target)
