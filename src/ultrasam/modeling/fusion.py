@@ -72,14 +72,31 @@ def _stage(cin: int, cout: int, depth: int, stride: int) -> nn.Sequential:
     return nn.Sequential(*blocks)
 
 
+def corner_boxes(point_coords: torch.Tensor, point_labels: torch.Tensor) -> torch.Tensor:
+    """Boxes given as two labelled corner points (Meta's ONNX layout) -> P x 4 XYXY.
+
+    point_coords: P x N x 2; point_labels: P x N (2 top-left, 3 bottom-right). A prompt without
+    corners gets the box (-1, -1, -1, -1), which rasterises to empty maps. Branch-free, so a
+    traced graph (ONNX export) handles prompts with and without a box alike.
+    """
+    tl = torch.where((point_labels == 2)[..., None], point_coords.float(), 0.0).sum(1)
+    br = torch.where((point_labels == 3)[..., None], point_coords.float(), 0.0).sum(1)
+    box = torch.cat([tl, br], dim=1)
+    has = ((point_labels == 2) | (point_labels == 3)).any(dim=1)
+    return torch.where(has[:, None], box, torch.full_like(box, -1.0))
+
+
 def rasterise_prompts(point_coords: torch.Tensor | None, point_labels: torch.Tensor | None,
                       boxes: torch.Tensor | None, mask_inputs: torch.Tensor | None,
                       n_prompts: int, img_size: int, grid: int,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                      dtype: torch.dtype = torch.float32,
+                      mask_present: torch.Tensor | None = None) -> torch.Tensor:
     """Prompts -> P x 6 x grid x grid maps (see ``N_PROMPT_MAPS``) over the S x S input frame.
 
     point_coords: P x N x 2 xy pixels; point_labels: P x N; boxes: P x 4 XYXY (or corners
     labelled 2 / 3 among the points); mask_inputs: P x 1 x L x L logits.
+    mask_present: optional P (or 1) flags gating ``mask_inputs`` (SAM's ``has_mask_input``):
+    0 gives exactly the maps of ``mask_inputs=None``, 1 those of the mask.
     A pixel index i covers [i, i + 1) in input pixels at scale S / grid; its centre is tested.
     """
     device = (point_coords if point_coords is not None else boxes if boxes is not None
@@ -102,11 +119,7 @@ def rasterise_prompts(point_coords: torch.Tensor | None, point_labels: torch.Ten
         corners = (point_labels == 2) | (point_labels == 3)
         if box is None and bool(corners.any()):
             # Box given as two labelled corner points (Meta's ONNX layout).
-            tl = torch.where((point_labels == 2)[..., None], point_coords.float(), 0.0).sum(1)
-            br = torch.where((point_labels == 3)[..., None], point_coords.float(), 0.0).sum(1)
-            box = torch.cat([tl, br], dim=1)
-            has = corners.any(dim=1)
-            box = torch.where(has[:, None], box, torch.full_like(box, -1.0))
+            box = corner_boxes(point_coords, point_labels)
     rect, ell = zeros, zeros
     if box is not None:
         x0, y0, x1, y1 = (box[:, i, None, None] for i in range(4))
@@ -122,6 +135,9 @@ def rasterise_prompts(point_coords: torch.Tensor | None, point_labels: torch.Ten
         prob = torch.sigmoid(mask_inputs.float())
         prev = F.interpolate(prob, (grid, grid), mode="bilinear", align_corners=False)[:, 0]
         has_prev = torch.ones_like(prev)
+        if mask_present is not None:
+            gate = mask_present.float().reshape(-1, 1, 1)
+            prev, has_prev = prev * gate, has_prev * gate
     return torch.stack([pos, neg, rect, ell, prev, has_prev], dim=1).to(dtype)
 
 
@@ -208,9 +224,11 @@ class FusionNet(PromptableModel):
     def decode_all(self, image_embeddings: torch.Tensor, point_coords: torch.Tensor | None,
                    point_labels: torch.Tensor | None, boxes: torch.Tensor | None,
                    mask_inputs: torch.Tensor | None, image_index: torch.Tensor | None = None,
-                   coarse: bool = False) -> tuple[torch.Tensor, ...]:
+                   coarse: bool = False, mask_present: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, ...]:
         """All 1 + 3 outputs: logits P x 4 x S x S, IoU P x 4 (and coarse P x 4 x S/4 x S/4
-        logits when ``coarse``, for deep supervision in training)."""
+        logits when ``coarse``, for deep supervision in training). ``mask_present``: see
+        :func:`rasterise_prompts` (the ONNX decoder's ``has_mask_input``)."""
         if point_coords is not None and point_labels is None:
             raise ValueError("point_labels are required with point_coords")
         n = _count_prompts(point_coords, boxes, mask_inputs)
@@ -227,7 +245,7 @@ class FusionNet(PromptableModel):
         size = self.img_size
         # 1-2. prompt maps at 1/2, fused into the stem features at 1/4.
         maps = rasterise_prompts(point_coords, point_labels, boxes, mask_inputs, n, size,
-                                 size // 2, dtype=s4.dtype)
+                                 size // 2, dtype=s4.dtype, mask_present=mask_present)
         x = s4 + self.prompt_in(maps)
         # 3. residual stages + top-down FPN back to 1/4.
         feats = []
