@@ -237,6 +237,29 @@ def test_cine_frames_and_exports(page: Any, files: Any, tmp_path: Path) -> None:
     assert np.array_equal(png > 0, decode_rle(f1["rle"]))
 
 
+def _go(pg: Any, frame: int) -> None:
+    pg.eval_on_selector("#frame-slider", f"(s) => {{ s.value = '{frame}'; "
+                                         "s.dispatchEvent(new Event('input')); }")
+    pg.wait_for_selector(f"#stage[data-frame='{frame}']")
+
+
+def test_propagate_and_area_curve(page: Any, files: Any, tmp_path: Path) -> None:
+    path = tmp_path / "cine.dcm"
+    path.write_bytes(files.dicom(files.cine(n=5, size=96)))
+    info = _open(page, path)
+    assert page.locator("#curve-panel").is_visible()
+    _drag(page, info, (14, 30), (50, 66))
+    with page.expect_response(lambda r: r.url.endswith("/propagate")) as prop:
+        page.click("#propagate")
+    _idle(page)
+    tracked = {f["frame"]: f for f in prop.value.json()["frames"]}
+    assert sorted(tracked) == [0, 1, 2, 3, 4]
+    _go(page, 3)
+    assert _overlay_pixels(page) == tracked[3]["area_px"]
+    page.keyboard.press("z")  # one undo removes the whole propagation
+    assert _overlay_pixels(page) == 0
+
+
 def test_errors_are_shown_and_shortcuts_listed(page: Any, tmp_path: Path) -> None:
     bad = tmp_path / "notes.png"
     bad.write_text("not an image at all")
@@ -275,7 +298,7 @@ def test_screenshot(chromium_browser: Any, base_url: str, start_server: Any, fil
         ys, xs = np.nonzero(phantom.masks["cyst"])
         _drag(pg, info, (xs.min() - 2, ys.min() - 2), (xs.max() + 3, ys.max() + 3))
         pg.click("#add-object")
-        pg.fill("#objects li:nth-child(2) .name", "solid lesion")
+        pg.fill("#objects li:nth-child(2) .name", "lesion")
         pg.keyboard.press("Tab")
         _click(pg, info, *phantom.centroid("hyperechoic_lesion"))
         out = tmp_path / "serve.png"

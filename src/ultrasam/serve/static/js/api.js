@@ -47,3 +47,10 @@ export async function exportFile(imageId, kind, objects) {
   const match = /filename="([^"]+)"/.exec(disposition);
   return { blob: await r.blob(), filename: match ? match[1] : `export.${kind}` };
 }
+
+export async function propagate(imageId, body) {
+  const r = await fetch(`/api/images/${imageId}/propagate`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
+  });
+  return (await check(r)).json();
+}

@@ -113,7 +113,9 @@ async function goToFrame(index) {
   }
   if (shown === view.frame) {
     $("stage").dataset.frame = String(view.frame);
-    render();
+    drawFrame();
+    drawCurve();
+    renderMeasures();
   }
 }
 
@@ -165,6 +167,83 @@ async function request(entry) {
   }
 }
 
+// Track the active object through the frames of the current axis from its prompted frames.
+async function propagateActive() {
+  const obj = annotation.active;
+  if (!view.image || !obj || axisInfo().frames < 2) return;
+  const prompts = [];
+  for (const e of obj.frames.values()) {
+    if (e.axis === view.axis && (e.points.length || e.box)) {
+      prompts.push({ frame: e.frame, points: e.points, box: e.box });
+    }
+  }
+  if (!prompts.length) { toast("Prompt the object on at least one frame first", "info"); return; }
+  stopPlay();
+  setPending(1);
+  try {
+    const res = await api.propagate(view.image.image_id, { axis: view.axis, prompts });
+    const entries = new Map();
+    for (const f of res.frames) {
+      const key = frameKey(view.axis, f.frame);
+      const own = obj.frames.get(key);
+      if (own && (own.points.length || own.box)) continue;  // the user's own prompt stays
+      entries.set(key, { points: [], box: null, axis: view.axis, frame: f.frame, result: f,
+                         mask: decodeRle(f.rle).mask, error: null, propagated: true });
+    }
+    annotation.setEntries(obj, entries);
+    const flagged = res.frames.filter((f) => f.flags.length).length;
+    toast(`Tracked ${res.frames.length} frames in ${res.seconds.toFixed(1)} s` + (flagged ? `; ${flagged} flagged (low score or area jump)` : ""), "info");
+  } catch (e) {
+    toast(`Propagation failed: ${e.message}`);
+  } finally {
+    setPending(-1);
+    render();
+  }
+}
+
+// Area of the active object on every frame of the current axis (mm² when calibrated).
+function drawCurve() {
+  const panel = $("curve-panel");
+  const obj = annotation.active;
+  const n = view.image ? axisInfo().frames : 0;
+  panel.hidden = n < 2;
+  if (panel.hidden) return;
+  const canvas = $("curve");
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth || 272, h = canvas.clientHeight || 110;
+  canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+  const ctx = canvas.getContext("2d");
+  ctx.scale(dpr, dpr);
+  ctx.clearRect(0, 0, w, h);
+  const points = [];
+  let mm = true;
+  if (obj) {
+    for (const e of obj.frames.values()) {
+      if (e.axis !== view.axis || !e.result) continue;
+      const r = e.result;
+      mm = mm && r.area_mm2 !== null;
+      points.push({ frame: e.frame, r, own: !e.propagated });
+    }
+  }
+  points.sort((a, b) => a.frame - b.frame);
+  const value = (r) => (mm ? r.area_mm2 : r.area_px);
+  $("curve-unit").textContent = points.length ? (mm ? "mm²" : "px") : "";
+  const pad = 6, x = (f) => pad + (f / Math.max(1, n - 1)) * (w - 2 * pad);
+  const top = Math.max(1, ...points.map((p) => value(p.r) || 0));
+  const y = (v) => h - pad - (v / top) * (h - 2 * pad);
+  ctx.strokeStyle = "#2a3340"; ctx.beginPath(); ctx.moveTo(pad, h - pad); ctx.lineTo(w - pad, h - pad); ctx.stroke();
+  ctx.strokeStyle = obj ? obj.color : "#3fb7a6"; ctx.lineWidth = 1.5; ctx.beginPath();
+  points.forEach((p, i) => { const px = x(p.frame), py = y(value(p.r) || 0); if (i) ctx.lineTo(px, py); else ctx.moveTo(px, py); });
+  ctx.stroke();
+  for (const p of points) {
+    if (!p.own && !(p.r.flags && p.r.flags.length)) continue;
+    ctx.fillStyle = p.own ? "#ffffff" : "#e5534b";
+    ctx.beginPath(); ctx.arc(x(p.frame), y(value(p.r) || 0), 3, 0, 2 * Math.PI); ctx.fill();
+  }
+  ctx.strokeStyle = "#d8dee6"; ctx.setLineDash([3, 3]); ctx.beginPath();
+  ctx.moveTo(x(view.frame), 2); ctx.lineTo(x(view.frame), h - 2); ctx.stroke(); ctx.setLineDash([]);
+}
+
 function clearActive() {
   const obj = annotation.active;
   if (obj && currentEntry(obj)) annotation.setEntry(obj, frameKey(view.axis, view.frame), null);
@@ -210,7 +289,19 @@ function render() {
   $("redo").disabled = !annotation.redoStack.length;
   const hasImage = !!view.image;
   for (const id of ["export-masks", "export-coco", "export-csv", "close-image", "clear"]) $(id).disabled = !hasImage;
+  $("propagate").hidden = !hasImage || axisInfo().frames < 2;
   drawFrame();
+  drawCurve();
+}
+
+function renderMeasures() {
+  for (const li of $("objects").children) {
+    const obj = annotation.objects.find((o) => String(o.id) === li.dataset.objectId);
+    const entry = currentEntry(obj);
+    const meas = li.querySelector(".meas");
+    if (meas) meas.innerHTML = entry && entry.error ? `<span class="err">${escapeHtml(entry.error)}</span>`
+      : entry && !entry.result ? "segmenting…" : formatMeasure(entry && entry.result);
+  }
 }
 
 function escapeHtml(s) {
@@ -311,6 +402,13 @@ function bind() {
     $("frame-slider").max = String(axisInfo().frames - 1);
     goToFrame(Math.floor(axisInfo().frames / 2));
   });
+  $("propagate").addEventListener("click", propagateActive);
+  $("curve").addEventListener("click", (e) => {
+    if (!view.image) return;
+    const r = e.target.getBoundingClientRect();
+    const f = Math.round(((e.clientX - r.left - 6) / (r.width - 12)) * (axisInfo().frames - 1));
+    goToFrame(f);
+  });
   $("export-masks").addEventListener("click", () => exportKind("masks"));
   $("export-coco").addEventListener("click", () => exportKind("coco"));
   $("export-csv").addEventListener("click", () => exportKind("csv"));
@@ -346,6 +444,7 @@ function onKey(e) {
   else if (k === "ArrowLeft" && view.image) goToFrame(view.frame - 1);
   else if (k === "ArrowRight" && view.image) goToFrame(view.frame + 1);
   else if (k === " ") togglePlay();
+  else if (k === "p" && !ctrl) propagateActive();
   else if (k === "Escape") viewer.cancelDrag();
   else handled = false;
   if (handled) e.preventDefault();

@@ -57,6 +57,16 @@ export class Annotation {
                revert: () => { put(before); this.activeId = obj.id; } });
   }
 
+  // Replace several entries of one object at once (a propagation), as one undoable step.
+  setEntries(obj, entries) {
+    const before = new Map([...entries.keys()].map((k) => [k, obj.frames.get(k) || null]));
+    const put = (map) => {
+      for (const [k, e] of map) { if (e) obj.frames.set(k, e); else obj.frames.delete(k); }
+    };
+    this._do({ apply: () => { put(entries); this.activeId = obj.id; },
+               revert: () => { put(before); this.activeId = obj.id; } });
+  }
+
   _do(op) {
     op.apply();
     this.undoStack.push(op);
