@@ -12,7 +12,7 @@ import logging
 import sys
 
 # Each module defines ``register(subparsers)`` adding its verbs with ``set_defaults(func=...)``.
-COMMAND_MODULES = ("core", "data", "train", "evaluate", "serve", "track")
+COMMAND_MODULES = ("core", "data", "train", "evaluate", "serve", "track", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

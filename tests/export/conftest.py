@@ -1,0 +1,53 @@
+"""Exports shared by the ONNX tests: each random-weight variant is exported once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("onnx", reason="the ONNX tests need the 'onnx' extra")
+pytest.importorskip("onnxruntime", reason="the ONNX tests need the 'onnx' extra")
+
+import torch  # noqa: E402
+
+from ultrasam.modeling import build_model  # noqa: E402
+from ultrasam.modeling.base import PromptableModel  # noqa: E402
+
+
+def seeded_model(variant: str, **overrides: object) -> PromptableModel:
+    """A random model whose weights depend only on (variant, overrides)."""
+    from ultrasam.config import get_config
+
+    torch.manual_seed(1234)
+    model = build_model(get_config(variant, **overrides)).eval()
+    if variant == "fusion":
+        # Random BatchNorm statistics (fresh ones are 0 / 1) so the graphs see real values.
+        g = torch.Generator().manual_seed(5)
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+    return model
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory
+             ) -> Callable[..., tuple[PromptableModel, Path]]:
+    """``exported(variant, **options)`` -> (model, folder), exporting on first use."""
+    from ultrasam.export.onnx_export import export_onnx
+
+    cache: dict[tuple, tuple[PromptableModel, Path]] = {}
+
+    def get(variant: str, preprocessing: str = "sam", **options: object
+            ) -> tuple[PromptableModel, Path]:
+        key = (variant, preprocessing, tuple(sorted(options.items())))
+        if key not in cache:
+            model = seeded_model(variant, preprocessing=preprocessing)
+            out = tmp_path_factory.mktemp(f"onnx-{variant}")
+            export_onnx(model, out, **options)  # type: ignore[arg-type]
+            cache[key] = (model, out)
+        return cache[key]
+
+    return get
