@@ -147,6 +147,24 @@ def test_upload_errors(client: httpx.Client, files: Any) -> None:
     _error(_upload(client, b"\x00" * (3 << 20)), 413, "limit")  # server limit: 2 MiB
 
 
+def test_streamed_body_over_the_limit(client: httpx.Client, phantom_id: str) -> None:
+    """Without Content-Length (chunked), the body is counted as it arrives."""
+    def chunks(n: int, head: bytes = b"") -> Any:
+        yield head
+        for _ in range(n):
+            yield b"\x00" * (1 << 20)
+
+    boundary = b"xyz"
+    head = (b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; '
+            b'filename="a.png"\r\nContent-Type: image/png\r\n\r\n')
+    r = client.post("/api/images", content=chunks(3, head),
+                    headers={"content-type": "multipart/form-data; boundary=xyz"})
+    _error(r, 413, "limit")
+    r = client.post(f"/api/images/{phantom_id}/segment", content=chunks(2, b'{"points": "'),
+                    headers={"content-type": "application/json"})
+    _error(r, 413, "limit")
+
+
 def test_decompression_bombs_refused_from_headers(client: httpx.Client, files: Any) -> None:
     # 1500 x 1500 zeros compress to a few KiB but exceed the 2,000,000-pixel limit.
     _error(_upload(client, files.png(np.zeros((1500, 1500), np.uint8))), 413, "pixels")

@@ -23,6 +23,8 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from starlette.exceptions import HTTPException
+
 from .settings import MIB, ServeSettings, is_loopback
 
 Scope = MutableMapping[str, Any]
@@ -39,8 +41,12 @@ CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised from ``receive`` when a streamed body passes the limit. An HTTPException, so
+    FastAPI's body parsing lets it through and it is answered as a 413 JSON error."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is over the limit of {limit:,} bytes")
 
 
 async def _json(send: Send, status: int, message: str,
@@ -92,7 +98,7 @@ class Guard:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge()
+                    raise BodyTooLarge(limit)
             return message
 
         extra = self._cookie_to_set(scope)
