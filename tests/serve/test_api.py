@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 import struct
 import zipfile
 import zlib

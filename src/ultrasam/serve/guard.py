@@ -19,7 +19,7 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from http.cookies import SimpleCookie
+from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -127,15 +127,15 @@ class Guard:
         if self.settings.token is None:
             hostname = urlsplit(f"//{host}").hostname or ""
             if not is_loopback(hostname):
-                return (400, f"this server answers on the loopback address only; Host "
-                             f"{host!r} refused (DNS rebinding protection)")
+                return (400, (f"this server answers on the loopback address only; Host "
+                              f"{host!r} refused (DNS rebinding protection)"))
         elif not self._has_token(scope):
-            return (401, "missing or wrong token: open the URL printed by `ultrasam serve` "
-                         "(it ends in ?token=...) or send 'Authorization: Bearer TOKEN'")
+            return (401, ("missing or wrong token: open the URL printed by `ultrasam serve` "
+                          "(it ends in ?token=...) or send 'Authorization: Bearer TOKEN'"))
         origin = _header(scope, b"origin")
-        if method in _UNSAFE and origin and origin != "null":
-            if urlsplit(origin).netloc.lower() != host.lower():
-                return (403, f"cross-origin request from {origin} refused")
+        if (method in _UNSAFE and origin and origin != "null"
+                and urlsplit(origin).netloc.lower() != host.lower()):
+            return (403, f"cross-origin request from {origin} refused")
         return None
 
     def _has_token(self, scope: Scope) -> bool:
@@ -150,7 +150,7 @@ class Guard:
         if (c := _header(scope, b"cookie")) is not None:
             try:
                 jar = SimpleCookie(c)
-            except Exception:  # malformed cookie header: ignore it
+            except CookieError:  # a malformed cookie header counts as no cookie
                 jar = SimpleCookie()
             if COOKIE in jar:
                 candidates.append(jar[COOKIE].value)

@@ -3,7 +3,9 @@ encoding to Starlette's thread pool, model calls to the single model thread."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from pathlib import Path as FilePath
 from typing import Any
 
 import cv2
@@ -129,13 +131,16 @@ async def upload_image(request: Request, file: UploadFile = File(
     image_id, path = c.store.reserve()
     try:
         size = 0
-        with open(path, "wb") as out:
+        out = await run_in_threadpool(open, path, "wb")
+        try:
             while chunk := await file.read(_CHUNK):
                 size += len(chunk)
                 if size > c.settings.max_upload_bytes:
                     raise ApiError(413, f"upload is over the limit of "
                                         f"{c.settings.max_upload_mb:g} MiB")
                 await run_in_threadpool(out.write, chunk)
+        finally:
+            out.close()
         if size == 0:
             raise ApiError(422, "the uploaded file is empty")
         image, first = await run_in_threadpool(_open_upload, c, image_id, path,
@@ -150,7 +155,10 @@ async def upload_image(request: Request, file: UploadFile = File(
     return _info(image)
 
 
-def _open_upload(c: Context, image_id: str, path: Any, name: str) -> tuple[StoredImage, Frame]:
+def _open_upload(c: Context, image_id: str, path: FilePath, name: str
+                 ) -> tuple[StoredImage, Frame]:
+    """Sniff, rename to the server's name + suffix, check headers, decode the default frame
+    (blocking: runs in a thread)."""
     fmt, suffix = detect_format(path)
     final = path.with_name(image_id + suffix)
     path.rename(final)
@@ -307,8 +315,6 @@ async def propagate(request: Request, body: PropagateRequest,
                     image_id: str = ImageId) -> PropagateResponse:
     """Track one object through the frames of a cine (or the slices of a volume): prompted
     frames are segmented from their prompts, every other frame from its neighbour's mask."""
-    import time
-
     c = ctx(request)
     image = _image(request, image_id)
     try:
