@@ -11,8 +11,7 @@ from PIL import Image
 
 from ultrasam.inference.batch.inputs import collect_items, read_coco, scan_folder
 from ultrasam.inference.batch.items import Item, assign_keys
-from ultrasam.inference.batch.masks import (decode_rle, encode_rle, mask_prompt_logits,
-                                            polygons)
+from ultrasam.inference.batch.masks import decode_rle, encode_rle, mask_prompt_logits, polygons
 from ultrasam.inference.batch.prompts import Prompt, prompt_from_fields
 from ultrasam.inference.device import resolve_device
 

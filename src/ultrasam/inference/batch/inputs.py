@@ -190,7 +190,7 @@ def _inner_point(mask: np.ndarray) -> tuple[float, float]:
     farthest from the background (a centroid can fall outside a crescent or ring)."""
     ys, xs = np.nonzero(mask)
     cx, cy = float(xs.mean()), float(ys.mean())
-    if mask[min(int(round(cy)), mask.shape[0] - 1), min(int(round(cx)), mask.shape[1] - 1)]:
+    if mask[min(round(cy), mask.shape[0] - 1), min(round(cx), mask.shape[1] - 1)]:
         return cx + 0.5, cy + 0.5
     import cv2
 

@@ -86,7 +86,7 @@ def _suffix(item: Item) -> str:
         return f".frame{item.frame}"
     if item.slice is not None:
         return (f".axis{item.axis}" if item.axis else "") + f".slice{item.slice}"
-    return ".axis{}".format(item.axis) if item.axis else ""
+    return f".axis{item.axis}" if item.axis else ""
 
 
 def common_root(paths: list[Path]) -> Path:

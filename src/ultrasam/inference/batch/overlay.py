@@ -29,9 +29,9 @@ def overlay(rgb: np.ndarray, masks: np.ndarray | list[np.ndarray],
         cv2.drawContours(out, contours, -1, (255, 255, 0), thick)
     for prompt in prompt_list:
         if prompt.box is not None:
-            x0, y0, x1, y1 = (int(round(v)) for v in prompt.box)
+            x0, y0, x1, y1 = (round(v) for v in prompt.box)
             cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), (0, 255, 0), thick)
         for (x, y), lab in zip(prompt.points, prompt.labels):
             colour = (0, 255, 0) if lab == 1 else (255, 0, 0)
-            cv2.circle(out, (int(round(x)), int(round(y))), 2 + 2 * thick, colour, -1)
+            cv2.circle(out, (round(x), round(y)), 2 + 2 * thick, colour, -1)
     return out

@@ -194,7 +194,7 @@ def run_batch(plan: BatchPlan, engine: EngineSpec | None = None,
     loaded), nothing it started to write is left behind.
 
     Raises:
-        ModelLoadFailed: the model cannot be loaded (one line).
+        the loader's error (e.g. ``CheckpointError``) when the model cannot be loaded.
     """
     engine = engine or EngineSpec()
     out = plan.out_dir

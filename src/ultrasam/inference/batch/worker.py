@@ -23,8 +23,14 @@ import numpy as np
 
 from .files import remove_files, write_json_atomic, write_png_atomic
 from .items import Item
-from .masks import (bbox_xywh, encode_rle, finite_or_none, mask_prompt_logits, polygons,
-                    read_mask_prompt)
+from .masks import (
+    bbox_xywh,
+    encode_rle,
+    finite_or_none,
+    mask_prompt_logits,
+    polygons,
+    read_mask_prompt,
+)
 from .overlay import overlay
 from .prompts import Prompt
 
@@ -33,8 +39,9 @@ log = logging.getLogger(__name__)
 SCHEMA = "ultrasam.prediction/2"
 
 
-class ModelLoadFailed(RuntimeError):
-    """The model could not be loaded: the whole run stops (every item would fail the same way)."""
+class ModelLoadFailed(ValueError):
+    """A model that cannot be loaded, for loaders whose errors are not already the project's own
+    one-line errors. Loading failures stop the whole run (every item would fail the same way)."""
 
 
 @dataclass(frozen=True)
@@ -84,12 +91,8 @@ def _predictor(spec: ModelSpec) -> Any:
 
         with _MODELS_LOCK:
             if spec not in _MODELS:
-                try:
-                    _MODELS[spec] = load_model(spec.checkpoint, device=spec.device,
-                                               format=spec.format)
-                except Exception as e:  # one line for the driver, whatever the loader raised
-                    first = str(e).splitlines()[0] if str(e) else type(e).__name__
-                    raise ModelLoadFailed(first) from e
+                _MODELS[spec] = load_model(spec.checkpoint, device=spec.device,
+                                           format=spec.format)
         cache[spec] = Predictor(_MODELS[spec])
     return cache[spec]
 
@@ -111,26 +114,43 @@ def run_item(item: Item, job: Job) -> dict[str, Any]:
     """Segment ``item``, write its files, return its record (``status`` ok or failed).
 
     Raises:
-        ModelLoadFailed: the model cannot be loaded (not an item's fault: the run stops).
+        whatever ``load_model`` raises (``CheckpointError``, ...): the model cannot be loaded,
+        which is no item's fault, so the run stops with the loader's own error.
     """
     out = Path(job.out_dir)
     json_path = out / f"{item.key}.json"
-    json_path.unlink(missing_ok=True)  # a stale record must not outlive a redo that fails
+    # A redone item's earlier files must not outlive it: its record goes first (so a crash
+    # leaves the item "not done"), then whatever the new outputs do not replace.
+    stale = _previous_outputs(out, json_path)
+    json_path.unlink(missing_ok=True)
     written: list[Path] = []
+    predictor = None if item.problems else _predictor(job.model)  # outside the item's try
     try:
-        if item.problems:
+        if predictor is None:
             raise ValueError("; ".join(item.problems))
-        predictor = _predictor(job.model)
         record = _segment(predictor, item, job, out, written)
         json_path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(json_path, record)
+        remove_files([p for p in stale if p not in set(written)], out)
         return record
-    except ModelLoadFailed:
-        raise
-    except Exception as e:  # noqa: BLE001 - keep going past bad items; the record holds why
-        remove_files(written, out)
+    except Exception as e:  # keep going past bad items; the record says why
+        remove_files(written + stale, out)
         log.debug("%s failed", item.label(), exc_info=True)
         return failure_record(item, job, e)
+
+
+def _previous_outputs(out: Path, json_path: Path) -> list[Path]:
+    """Files listed by an earlier record of this item (inside ``out`` only)."""
+    try:
+        old = json.loads(json_path.read_text(encoding="utf-8"))
+        rels = [o["mask"] for o in old.get("objects", [])]
+        rels += [c["mask"] for o in old.get("objects", []) for c in o.get("candidates", [])]
+        rels += [v for k, v in old.get("outputs", {}).items() if k != "json"]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return []
+    root = out.resolve()
+    paths = [(out / r) for r in rels if isinstance(r, str)]
+    return [p for p in paths if root in p.resolve().parents]
 
 
 def _best(scores: np.ndarray) -> int:
