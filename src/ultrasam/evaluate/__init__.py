@@ -7,8 +7,9 @@ modules are usable on their own.
 from __future__ import annotations
 
 from ultrasam.evaluate.coco_eval import class_agnostic, coco_map, load_ground_truth
+from ultrasam.evaluate.interactive import NocSettings
 from ultrasam.evaluate.metrics import dice, hd95, instance_scores, iou
 from ultrasam.evaluate.protocol import PROTOCOLS, evaluate
 
-__all__ = ["PROTOCOLS", "class_agnostic", "coco_map", "dice", "evaluate", "hd95",
+__all__ = ["PROTOCOLS", "NocSettings", "class_agnostic", "coco_map", "dice", "evaluate", "hd95",
            "instance_scores", "iou", "load_ground_truth"]

@@ -20,6 +20,13 @@ segmented perfectly gets no further click). Every prompt is drawn from a generat
 (seed, image id, stream), so all methods see the same prompts. Sweeps report mAP, Dice and
 IoU (no HD95, to keep them fast).
 
+Interactive protocol ``noc`` (models only; ``ultrasam.evaluate.interactive``): up to
+``NocSettings.max_clicks`` (20) corrective clicks per instance from an empty prediction, the
+previous low-res logits as the mask prompt (``NocSettings.mask_prompt``), reporting NoC@85,
+NoC@90, their failures and mean IoU after 1, 3 and 5 clicks in ``DIR/<checkpoint>/noc/`` and,
+per dataset, in ``DIR/interactive.{json,csv}`` (baselines: a row saying they take no clicks).
+It is opt-in (not in ``PROTOCOLS``) because it costs up to 20 decodes per instance.
+
 Images without instances are skipped and counted; instances under ``MIN_PROMPT_AREA`` pixels
 are not prompted, stay in the COCO ground truth (so they count as misses in mAP) and are
 counted in ``metrics.json`` (``n_instances_too_small``). Metrics are computed at the stored
@@ -48,16 +55,22 @@ from ultrasam.evaluate import prompts as P
 from ultrasam.evaluate.baselines import BASELINES, baseline_predict
 from ultrasam.evaluate.coco_eval import GroundTruth, GtImage, coco_map, encode_result, \
     load_ground_truth
+from ultrasam.evaluate.interactive import NocSettings, instance_record, not_applicable_row, \
+    pct_label, simulate, summarise_by_dataset, table_rows
 from ultrasam.evaluate.metrics import aggregate, instance_scores, summarise
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("box", "box_refine", "point", "point_refine")
+NOC = "noc"
+ALL_PROTOCOLS = (*PROTOCOLS, NOC)
 BASELINE_PROTOCOLS = ("box",)
 N_RANDOM_POINTS = 3
 DEFAULT_NAME = "default"
 # Prompt streams for image_rng: fixed numbers so that prompts never depend on evaluation order.
-_JITTER_STREAM, _POINT_STREAM, _CLICK_STREAM = 100, 200, 300
+_JITTER_STREAM, _POINT_STREAM, _CLICK_STREAM, _NOC_STREAM = 100, 200, 300, 400
+# The interactive protocol logs its progress every this many images (it is the slow one).
+_NOC_PROGRESS_EVERY = 50
 
 
 # ----------------------------------------------------------------------------- runners
@@ -133,6 +146,10 @@ class TaskResult:
 
     results: list[dict[str, Any]] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list)
+    # Wall and process CPU time spent in the task (reported for the interactive protocol).
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    n_images: int = 0
 
 
 @dataclass
@@ -265,6 +282,36 @@ def _run_sweeps(method: Method, ctx: _ImageContext, seed: int, store: dict[str, 
     _run_clicks(method, ctx, seed, store, done.get("point"))
 
 
+def _run_noc(runner: ModelRunner, ctx: _ImageContext, seed: int,
+             store: dict[str, TaskResult], settings: NocSettings) -> None:
+    """The interactive protocol on one image, all its instances batched per click round."""
+    import torch
+
+    def decode(points: np.ndarray, labels: np.ndarray, previous: Sequence[Any] | None,
+               multimask: bool) -> tuple[np.ndarray, Sequence[Any]]:
+        mask_input = None if previous is None else torch.stack(list(previous))  # B x 1 x L x L
+        out = runner.decode(points=points, labels=labels, mask_input=mask_input,
+                            multimask=multimask)
+        return out.masks, list(out.low_res)  # per instance 1 x L x L
+
+    task = store.setdefault(NOC, TaskResult())
+    start, cpu = time.perf_counter(), time.process_time()
+    traces = simulate(decode, ctx.gts, P.image_rng(seed, ctx.info.image_id, _NOC_STREAM),
+                      settings)
+    task.seconds += time.perf_counter() - start
+    task.cpu_seconds += time.process_time() - cpu
+    task.n_images += 1
+    for k, trace in enumerate(traces):
+        task.records.append({"ann_id": ctx.ann_ids[k], "image_id": ctx.info.image_id,
+                             "dataset": ctx.info.dataset, "structure": ctx.structures[k],
+                             **instance_record(trace, settings)})
+    if task.n_images % _NOC_PROGRESS_EVERY == 0:
+        clicks = sum(r["n_clicks"] for r in task.records)
+        log.info("noc: %d images, %d clicks, %.1f clicks/s (%.3f CPU s per click)",
+                 task.n_images, clicks, clicks / max(task.seconds, 1e-9),
+                 task.cpu_seconds / max(clicks, 1))
+
+
 def _contexts(gt: GroundTruth, min_area: int) -> Any:
     """Yield (context or None, number of too-small instances) per image."""
     for info in gt.images:
@@ -287,11 +334,13 @@ def _contexts(gt: GroundTruth, min_area: int) -> Any:
 
 
 def run_method(method: Method, gt: GroundTruth, protocols: Sequence[str], sweeps: bool,
-               seed: int = 0, min_area: int = P.MIN_PROMPT_AREA
-               ) -> tuple[dict[str, TaskResult], int]:
+               seed: int = 0, min_area: int = P.MIN_PROMPT_AREA,
+               noc: NocSettings | None = None) -> tuple[dict[str, TaskResult], int]:
     """Evaluate one method on every image. Returns (results per task key, too-small count).
 
     Task keys: a protocol name, or ``"<sweep>|<protocol>|<level>"`` for sweep settings.
+    ``noc`` in ``protocols`` runs the interactive protocol (models only) with ``noc``'s settings
+    (default ``NocSettings()``).
     """
     store: dict[str, TaskResult] = {}
     n_small = 0
@@ -304,6 +353,8 @@ def run_method(method: Method, gt: GroundTruth, protocols: Sequence[str], sweeps
         done = _run_protocols(method, ctx, protocols, store)
         if sweeps:
             _run_sweeps(method, ctx, seed, store, done)
+        if NOC in protocols and method.runner is not None:
+            _run_noc(method.runner, ctx, seed, store, noc or NocSettings())
     return store, n_small
 
 
@@ -418,6 +469,59 @@ def _write_method(out_dir: Path, name: str, store: dict[str, TaskResult], gt: Gr
     return metrics, sweep_rows
 
 
+def noc_metrics(name: str, task: TaskResult, gt: GroundTruth, n_small: int,
+                settings: NocSettings, seed: int = 0) -> dict[str, Any]:
+    """The ``noc/metrics.json`` content of one checkpoint (timing varies from run to run)."""
+    clicks = sum(r["n_clicks"] for r in task.records)
+    return {
+        "checkpoint": name, "protocol": NOC, "data": gt.source, "split": gt.split,
+        "n_images": len(gt.images), "n_instances": len(task.records),
+        "n_instances_too_small": n_small, "settings": settings.as_dict(),
+        **summarise_by_dataset(task.records, settings, seed),
+        "timing": {"seconds": task.seconds, "cpu_seconds": task.cpu_seconds, "clicks": clicks,
+                   "clicks_per_s": clicks / task.seconds if task.seconds > 0 else None},
+        "definitions": {
+            "click": "prompts.corrective_click: interior-most pixel of the deeper error region "
+                     "(positive in a missed region, negative in a false one); click 1 on an "
+                     "empty prediction",
+            "noc": "clicks until IoU >= threshold, max_clicks when never reached (a failure)",
+            "miou_at_k": "mean IoU after k clicks",
+            "outputs": "click 1: multimask, highest predicted IoU kept; later: single mask",
+            "ci": "95% percentile bootstrap of the mean NoC, 1000 resamples",
+        },
+    }
+
+
+def noc_text(m: dict[str, Any]) -> str:
+    """One line of a checkpoint's overall NoC numbers, e.g. ``NoC@85 2.10 (3 fail), ...``."""
+    a = m["all"]
+    parts = []
+    for t in m["settings"]["thresholds"]:
+        p = pct_label(t)
+        v = a[f"noc_{p}"]
+        parts.append(f"NoC@{p} {v:.2f} ({a[f'failures_{p}']} failed)" if v is not None
+                     else f"NoC@{p} -")
+    parts += [f"mIoU@{k} {a[f'miou_at_{k}']:.3f}" for k in m["settings"]["miou_at"]
+              if a.get(f"miou_at_{k}") is not None]
+    return ", ".join(parts)
+
+
+def _write_noc(out_dir: Path, name: str, task: TaskResult, gt: GroundTruth, n_small: int,
+               settings: NocSettings, seed: int) -> dict[str, Any]:
+    folder = out_dir / name / NOC
+    m = noc_metrics(name, task, gt, n_small, settings, seed)
+    write_json(folder / "metrics.json", m)
+    # Scalars in the CSV; the full IoU sequences and the clicks, one instance a line.
+    write_csv(folder / "instances.csv", [{k: v for k, v in r.items()
+                                          if k not in ("ious", "clicks")}
+                                         for r in task.records])
+    with (folder / "traces.jsonl").open("w", encoding="utf-8") as f:
+        for r in task.records:
+            f.write(json.dumps(_finite({k: r[k] for k in ("ann_id", "image_id", "ious",
+                                                           "clicks")})) + "\n")
+    return m
+
+
 # ----------------------------------------------------------------------------- entry point
 
 def checkpoint_name(path: str | Path | None) -> str:
@@ -454,19 +558,22 @@ def evaluate(checkpoints: Sequence[str | Path | None] | None, data: str | Path,
              protocols: Sequence[str] = PROTOCOLS,
              baselines: Sequence[str] = ("ellipse", "grabcut"), sweeps: bool = True,
              max_images: int | None = None, device: str = "cpu", seed: int = 0,
-             report: bool = True) -> dict[str, Any]:
+             report: bool = True, noc: NocSettings | None = None) -> dict[str, Any]:
     """Evaluate checkpoints (``None`` = the bundled default) and baselines on ``data``.
 
     Writes ``out_dir/<name>/<protocol>/{predictions.coco.json, metrics.json, instances.csv}``,
     ``out_dir/<name>/sweeps/sweeps.{json,csv}``, ``out_dir/ground_truth.coco.json`` (the
     class-agnostic ground truth the predictions are scored against) and, with ``report``,
-    ``out_dir/summary.{md,csv}``, plots and ``out_dir/examples/index.html``.
-    Returns ``{"metrics": [...], "sweeps": [...], "out_dir": str}``.
+    ``out_dir/summary.{md,csv}``, plots and ``out_dir/examples/index.html``. With ``"noc"`` in
+    ``protocols`` (settings ``noc``): ``out_dir/<name>/noc/{metrics.json, instances.csv,
+    traces.jsonl}`` and ``out_dir/interactive.{json,csv}`` (one row per checkpoint x dataset).
+    Returns ``{"metrics": [...], "sweeps": [...], "interactive": [...], "out_dir": str}``.
     """
-    bad = [p for p in protocols if p not in PROTOCOLS]
+    bad = [p for p in protocols if p not in ALL_PROTOCOLS]
     if bad or not protocols:
         raise ValueError(f"unknown protocols {bad or list(protocols)}; expected a subset of "
-                         f"{list(PROTOCOLS)}")
+                         f"{list(ALL_PROTOCOLS)}")
+    noc_settings = noc or NocSettings()
     plan = _methods_plan(checkpoints, baselines)
     gt = load_ground_truth(data, split=split, max_images=max_images, seed=seed)
     out = Path(out_dir)
@@ -476,6 +583,8 @@ def evaluate(checkpoints: Sequence[str | Path | None] | None, data: str | Path,
              len(gt.coco["annotations"]), gt.source, split)
     all_metrics: list[dict[str, Any]] = []
     all_sweeps: list[dict[str, Any]] = []
+    interactive: list[dict[str, Any]] = []
+    noc_rows: list[dict[str, Any]] = []
     for name, path, baseline in plan:
         start = time.perf_counter()
         if baseline is None:
@@ -484,15 +593,28 @@ def evaluate(checkpoints: Sequence[str | Path | None] | None, data: str | Path,
             method = Method(name, runner=ModelRunner(load_model(path, device=device)))
         else:
             method = Method(name, baseline=baseline)
-        store, n_small = run_method(method, gt, protocols, sweeps, seed)
+        store, n_small = run_method(method, gt, protocols, sweeps, seed, noc=noc_settings)
         metrics, sweep_rows = _write_method(out, name, store, gt, n_small, seed)
         all_metrics += metrics
         all_sweeps += sweep_rows
+        if NOC in protocols and method.runner is None:
+            noc_rows.append(not_applicable_row(name, noc_settings))
+        elif NOC in store:
+            m = _write_noc(out, name, store[NOC], gt, n_small, noc_settings, seed)
+            interactive.append(m)
+            noc_rows += table_rows(name, m, noc_settings)
+            log.info("%s noc: %s; %d instances, %d clicks in %.1f s (%.1f clicks/s)", name,
+                     noc_text(m), m["n_instances"], m["timing"]["clicks"],
+                     m["timing"]["seconds"], m["timing"]["clicks_per_s"] or math.nan)
         log.info("%s: done in %.1f s (%s)", name, time.perf_counter() - start,
                  ", ".join(f"{m['protocol']} Dice {m['dice_mean']:.3f} mAP {m['segm_mAP']:.3f}"
                            for m in metrics))
+    if noc_rows:
+        write_json(out / "interactive.json", noc_rows)
+        write_csv(out / "interactive.csv", noc_rows)
     if report:
         from ultrasam.evaluate.report import write_report
 
-        write_report(out, all_metrics, all_sweeps, gt)
-    return {"metrics": all_metrics, "sweeps": all_sweeps, "out_dir": str(out)}
+        write_report(out, all_metrics, all_sweeps, gt, interactive=noc_rows)
+    return {"metrics": all_metrics, "sweeps": all_sweeps, "interactive": interactive,
+            "out_dir": str(out)}

@@ -2,9 +2,9 @@
 
 Writes into ``DIR``: ``summary.csv`` (one row per checkpoint x protocol, with the gain over the
 ellipse baseline on the same boxes), ``summary.md`` (the same table, per-dataset Dice, the
-sweeps and links), ``plots/*.png`` and ``examples/index.html`` with one overlay PNG per example
-image (ground truth in green, each method's mask in its own panel). matplotlib is imported only
-here, with the Agg backend.
+sweeps, the interactive NoC table when it was run, and links), ``plots/*.png`` and
+``examples/index.html`` with one overlay PNG per example image (ground truth in green, each
+method's mask in its own panel). matplotlib is imported only here, with the Agg backend.
 """
 
 from __future__ import annotations
@@ -179,10 +179,38 @@ def _examples(out: Path, metrics: Sequence[dict[str, Any]], gt: GroundTruth,
     return "examples/index.html"
 
 
+def _interactive_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Markdown of the interactive (NoC) table: rows from ``interactive.table_rows`` and
+    ``interactive.not_applicable_row``."""
+    models = [r for r in rows if not r["note"]]
+    skipped = [r["checkpoint"] for r in rows if r["note"]]
+    first = models[0] if models else rows[0]
+    fixed = {"checkpoint", "dataset", "n_instances", "max_clicks", "mask_prompt", "note"}
+    metric_cols = [c for c in first if c not in fixed]
+    intro = (f"Up to {first['max_clicks']} simulated corrective clicks per instance, each at "
+             "the interior-most point of the deeper error region (positive in a missed region, "
+             "negative in a false one); the previous low-res logits "
+             f"{'are' if first['mask_prompt'] else 'are not'} passed as the mask prompt. "
+             f"NoC@t: mean clicks to reach IoU t ({first['max_clicks']} when never reached); "
+             "failures: instances that never reach it; miou_at_k: mean IoU after k clicks.")
+    md = ["", "## Interactive: corrective clicks (NoC)", "", intro, ""]
+    if models:
+        md += _markdown_table(models, ["checkpoint", "dataset", "n_instances", *metric_cols])
+    if skipped:
+        md += ["", (f"Not applicable to {', '.join(skipped)}: these baselines take a box, "
+                    "not clicks, so they have no interactive numbers.")]
+    return md
+
+
 def write_report(out_dir: str | Path, metrics: Sequence[dict[str, Any]],
                  sweeps: Sequence[dict[str, Any]], gt: GroundTruth,
-                 n_examples: int = N_EXAMPLES) -> dict[str, Any]:
-    """Write summary.csv/md, plots and the examples page; returns the summary rows and files."""
+                 n_examples: int = N_EXAMPLES,
+                 interactive: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Write summary.csv/md, plots and the examples page; returns the summary rows and files.
+
+    ``interactive``: the per-dataset NoC rows (``protocol.evaluate`` writes them to
+    ``interactive.{json,csv}``), shown as their own section of summary.md.
+    """
     from ultrasam.evaluate.protocol import write_csv
 
     out = Path(out_dir)
@@ -218,6 +246,8 @@ def write_report(out_dir: str | Path, metrics: Sequence[dict[str, Any]],
         md += ["", "## Robustness sweeps", ""]
         md += _markdown_table(sweeps, ["checkpoint", "sweep", "protocol", "level", "segm_mAP",
                                        "dice_mean", "iou_mean"])
+    if interactive:
+        md += _interactive_section(interactive)
     if plots or examples:
         md += ["", "## Figures", ""]
         md += [f"![{p}]({p})" for p in plots]
