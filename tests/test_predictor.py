@@ -191,3 +191,125 @@ def test_fast_decoder_matches_plain_decoder(predictor: Predictor, image: np.ndar
     rb = plain.predict(point_coords=np.array([[70, 45]]), point_labels=np.array([1]),
                        refine=True, return_logits=True)
     assert np.allclose(ra[2], rb[2], atol=1e-4)
+
+
+# --------------------------------------------------------------------- shared by threads
+def _random_predictor(variant: str, seed: int = 0, **config: object) -> Predictor:
+    from ultrasam.config import get_config
+
+    torch.manual_seed(seed)
+    model = build_model(get_config(variant, **config) if config else variant).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return Predictor(model)
+
+
+@pytest.mark.parametrize("variant", ["tiny", "fusion"])
+def test_threads_sharing_a_predictor_never_mix_images(variant: str) -> None:
+    """One thread alternates two images of different sizes while others predict: every answer
+    must be exactly one image's answer (the old predictor crashed or mixed sizes/features)."""
+    import sys
+    import threading
+
+    predictor = _random_predictor(variant)
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 255, (90, 140, 3), dtype=np.uint8),
+              rng.integers(0, 255, (120, 60, 3), dtype=np.uint8)]
+    box = np.array([5, 5, 50, 80])
+    refs = []
+    for img in images:
+        predictor.set_image(img)
+        refs.append(predictor.predict(box=box))
+    stop = threading.Event()
+    errors: list[BaseException] = []
+    answers: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def swap() -> None:
+        i = 0
+        while not stop.is_set():
+            predictor.set_image(images[i % 2])
+            i += 1
+
+    def ask() -> None:
+        try:
+            for _ in range(25 if variant == "tiny" else 6):
+                answers.append(predictor.predict(box=box))
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # interleave threads as often as possible
+    try:
+        swapper = threading.Thread(target=swap)
+        askers = [threading.Thread(target=ask) for _ in range(3)]
+        swapper.start()
+        for t in askers:
+            t.start()
+        for t in askers:
+            t.join()
+        stop.set()
+        swapper.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert not errors, repr(errors[0])
+    assert answers
+    for masks, iou, low in answers:
+        matches = [k for k, (m, s, lo) in enumerate(refs)
+                   if m.shape == masks.shape and np.allclose(s, iou, atol=1e-5)
+                   and np.allclose(lo, low, atol=1e-5)]
+        assert len(matches) == 1, "an answer mixes the two images"
+
+
+def test_state_properties_are_read_only_snapshots(image: np.ndarray) -> None:
+    predictor = _random_predictor("tiny")
+    predictor.set_image(image)
+    state = predictor.image_state
+    assert predictor.features is state.features and predictor.original_size == (90, 140)
+    assert predictor.image_rgb is not None and not predictor.image_rgb.flags.writeable
+    with pytest.raises(AttributeError):
+        predictor.features = None  # type: ignore[misc]
+    predictor.set_image(image[:50])
+    assert state.original_size == (90, 140) and predictor.original_size == (50, 140)
+    predictor.reset_image()
+    assert not predictor.is_image_set and predictor.features is None
+
+
+# ------------------------------------------------------------------------ MedSAM and dtype
+def test_medsam_postprocessing_follows_medsam(image: np.ndarray) -> None:
+    """MedSAM_Inference.py: sigmoid, one bilinear resize to the original size, > 0.5."""
+    import torch.nn.functional as F
+
+    predictor = _random_predictor("tiny", preprocessing="medsam")
+    assert predictor.postprocessing == "medsam"
+    predictor.set_image(image)
+    for kwargs in ({"box": np.array([20, 10, 100, 80])},
+                   {"point_coords": np.array([[70, 45]]), "point_labels": np.array([1])}):
+        masks, _, low = predictor.predict(**kwargs)
+        prob = F.interpolate(torch.sigmoid(torch.from_numpy(low))[None], size=(90, 140),
+                             mode="bilinear", align_corners=False)[0]
+        expected = (prob > 0.5).numpy()
+        assert masks.dtype == bool and np.array_equal(masks, expected)
+        assert 0 < expected.sum() < expected.size  # the golden case decides pixels both ways
+
+
+def test_medsam_refuses_letterboxed_torch_image() -> None:
+    predictor = _random_predictor("tiny", preprocessing="medsam")
+    with pytest.raises(ValueError, match="MedSAM"):
+        predictor.set_torch_image(torch.zeros(1, 3, 128, 64), (256, 128))
+    predictor.set_torch_image(torch.zeros(1, 3, 128, 128), (256, 128))
+    assert predictor.input_size == (128, 128)
+
+
+def test_bf16_model_takes_float32_embedding(image: np.ndarray) -> None:
+    predictor = _random_predictor("tiny")
+    predictor.set_image(image)
+    emb = predictor.get_image_embedding().float().clone()
+    predictor.model.to(torch.bfloat16)
+    try:
+        predictor.set_image_embedding(emb, image.shape[:2])
+        assert predictor.features is not None and predictor.features.dtype == torch.bfloat16
+        masks, iou, _ = predictor.predict(box=np.array([20, 10, 100, 80]))
+        assert masks.shape == (3, 90, 140) and np.isfinite(iou).all()
+    finally:
+        predictor.model.to(torch.float32)

@@ -11,6 +11,15 @@ import importlib
 import logging
 import sys
 
+from .errors import UltrasamError
+
+# The errors shown as one line: the project's own (ultrasam.errors), the OS naming a user's
+# path, and ValueError, which the library's older validation raises directly (design
+# principle 11) and which the project's user-input errors subclass.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UltrasamError, ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError,
+    PermissionError)
+
 # Each module defines ``register(subparsers)`` adding its verbs with ``set_defaults(func=...)``.
 COMMAND_MODULES = ("core", "data", "train", "evaluate", "serve", "track", "export")
 
@@ -41,11 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError, RuntimeError, ImportError) as e:
+    except USER_ERRORS as e:
         # User-facing errors: one line, non-zero exit, no traceback (use -v for details).
+        # Anything else (a TypeError, KeyError, AttributeError, ... from a bug) keeps its
+        # traceback.
         if args.verbose:
             raise
-        print(f"ultrasam {args.command}: error: {e}", file=sys.stderr)
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        print(f"ultrasam {args.command}: error: {lines[0]}", file=sys.stderr)
         return 1
 
 

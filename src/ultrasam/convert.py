@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 import torch
 
+from .errors import CheckpointError
+
 # Image encoder: SAM name fragment -> UltraSam name fragment (applied after the prefix).
 ENCODER_RENAMES: tuple[tuple[str, str], ...] = (
     ("patch_embed.proj.", "patch_embed.projection."),
@@ -40,7 +42,7 @@ LABEL_ROWS: tuple[str, ...] = (
 )
 
 
-class ConversionError(ValueError):
+class ConversionError(CheckpointError):
     """A state dict that cannot be converted exactly; the message lists every offender."""
 
 

@@ -4,55 +4,159 @@ Same argument names, shapes, dtypes and return tuple as Meta's ``SamPredictor``,
 grayscale and file inputs (PNG/JPEG/TIFF/BMP, DICOM frames, NIfTI slices), any number of
 positive and negative points with a box, validation of every prompt against the image, and
 UltraSam's two-pass refinement (``refine=True``).
+
+Thread safety: everything one image needs (features, sizes, decoder cache, pixels, calibration)
+is one immutable :class:`ImageState`, built completely by ``set_image`` and then swapped in
+with a single assignment. Each ``predict`` reads the current state once and uses only it, so
+threads may share a predictor: every answer belongs wholly to one image (the one current when
+that call started). The model itself is only read (eval mode, ``no_grad``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from .modeling.fast_decoder import DecoderImageCache, fast_decode, prepare_image
+from .errors import UserInputError
 from .modeling.base import PromptableModel
+from .modeling.fast_decoder import DecoderImageCache, fast_decode, prepare_image
 from .modeling.sam import Sam
 from .refine import refine_two_pass
 from .transforms import ResizeLongestSide
 
 log = logging.getLogger(__name__)
 
-PostProcessing = Literal["sam", "ultrasam"]
+PostProcessing = Literal["sam", "ultrasam", "medsam"]
+MEDSAM_THRESHOLD = 0.5  # on probabilities, as MedSAM_Inference.py does
+
+
+class PromptError(UserInputError):
+    """A prompt that does not fit the image (the message names the value)."""
+
+
+class _LazyDecoderCache:
+    """The fast decoder's per-image cache, built at most once, on first use, under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._value: DecoderImageCache | None = None
+
+    def get(self, build: Callable[[], DecoderImageCache]) -> DecoderImageCache:
+        value = self._value
+        if value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = build()
+                value = self._value
+        return value
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """One image's prediction state; never modified once built (a new image: a new state).
+
+    features: 1 x C x h x w (``model.encode``); original_size / input_size: (h, w) of the image
+    and of its resized model input; image_rgb: H x W x 3 uint8 (read-only) when set from
+    pixels; spacing_mm: (row, col) mm per pixel when a file recorded it; warnings / meta: what
+    the reader reported.
+    """
+
+    features: torch.Tensor | None = None
+    original_size: tuple[int, int] | None = None
+    input_size: tuple[int, int] | None = None
+    image_rgb: np.ndarray | None = None
+    spacing_mm: tuple[float, float] | None = None
+    warnings: tuple[str, ...] = ()
+    meta: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    decoder_cache: _LazyDecoderCache = field(default_factory=_LazyDecoderCache, repr=False,
+                                             compare=False)
+
+    @property
+    def is_set(self) -> bool:
+        return self.features is not None
+
+
+_EMPTY = ImageState()
 
 
 class Predictor:
-    """Segment one image from prompts.
+    """Segment one image from prompts (threads may share one: see the module docstring).
 
     ``postprocessing``: "sam" upsamples logits then thresholds at 0 (Meta's); "ultrasam"
     thresholds the low-res logits first and then upsamples the binary mask (the UltraSam
-    release's order; masks come out slightly larger). Logits returned with
-    ``return_logits=True`` are always the upsampled logits.
+    release's order; masks come out slightly larger); "medsam" follows MedSAM's inference
+    (sigmoid, one bilinear resize to the original size, threshold 0.5). The default (None) is
+    "medsam" for models with MedSAM preprocessing, else "sam". Logits returned with
+    ``return_logits=True`` are the upsampled logits (for "medsam": resized once, directly).
     """
 
-    def __init__(self, model: PromptableModel, postprocessing: PostProcessing = "sam",
+    def __init__(self, model: PromptableModel, postprocessing: PostProcessing | None = None,
                  fast: bool = True) -> None:
         if not isinstance(model, PromptableModel):
             raise TypeError(f"Predictor needs an ultrasam model (load_model / build_model), "
                             f"got {type(model).__name__}")
-        if postprocessing not in ("sam", "ultrasam"):
-            raise ValueError(f"unknown postprocessing {postprocessing!r}")
+        if postprocessing is None:
+            postprocessing = "medsam" if model.config.preprocessing == "medsam" else "sam"
+        if postprocessing not in ("sam", "ultrasam", "medsam"):
+            raise UserInputError(f"unknown postprocessing {postprocessing!r}")
         self.model = model
         self.postprocessing = postprocessing
         # The exact re-associated decoder with per-image caching (see modeling.fast_decoder);
         # False runs the plain decoder (same outputs up to float rounding).
         self.fast = fast
         self.transform = ResizeLongestSide(model.img_size, model.config.preprocessing)
-        self.reset_image()
+        self._state = _EMPTY
 
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    # ------------------------------------------------------------ current state (read-only)
+    @property
+    def image_state(self) -> ImageState:
+        """The current image's state: read it once to use several fields consistently."""
+        return self._state
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._state.is_set
+
+    @property
+    def features(self) -> torch.Tensor | None:
+        return self._state.features
+
+    @property
+    def original_size(self) -> tuple[int, int] | None:
+        return self._state.original_size
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        return self._state.input_size
+
+    @property
+    def image_rgb(self) -> np.ndarray | None:
+        return self._state.image_rgb
+
+    @property
+    def spacing_mm(self) -> tuple[float, float] | None:
+        return self._state.spacing_mm
+
+    @property
+    def image_warnings(self) -> list[str]:
+        return list(self._state.warnings)
+
+    @property
+    def image_meta(self) -> dict[str, Any]:
+        return dict(self._state.meta)
 
     # ------------------------------------------------------------------------- images
     def set_image(self, image: np.ndarray | str | Path, image_format: str = "RGB",
@@ -67,79 +171,86 @@ class Predictor:
         from .io import load_image, to_rgb_uint8
 
         if image_format not in ("RGB", "BGR"):
-            raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
+            raise UserInputError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
         if isinstance(image, (str, Path)):
             loaded = load_image(image, frame=frame, slice=slice, axis=axis)
             rgb = loaded.rgb
-            spacing, warnings, meta = loaded.spacing_mm, list(loaded.warnings), dict(loaded.meta)
+            spacing, warnings, meta = loaded.spacing_mm, tuple(loaded.warnings), \
+                dict(loaded.meta)
         else:
             if frame is not None or slice is not None:
-                raise ValueError("frame/slice apply to file paths, not arrays")
+                raise UserInputError("frame/slice apply to file paths, not arrays")
             rgb = to_rgb_uint8(image)
             if image_format == "BGR":
                 rgb = np.ascontiguousarray(rgb[..., ::-1])
-            spacing, warnings, meta = None, [], {}
+            spacing, warnings, meta = None, (), {}
         input_image = self.transform.apply_image(rgb)
         tensor = torch.as_tensor(input_image, device=self.device)
-        self.set_torch_image(tensor.permute(2, 0, 1).contiguous()[None], rgb.shape[:2])
-        # Set after set_torch_image, which resets the per-image state.
-        self.image_rgb: np.ndarray | None = rgb
-        self.spacing_mm: tuple[float, float] | None = spacing
-        self.image_warnings: list[str] = warnings
-        self.image_meta: dict[str, Any] = meta
+        features, original, input_size = self._encode(
+            tensor.permute(2, 0, 1).contiguous()[None], rgb.shape[:2])
+        view = rgb.view()
+        view.flags.writeable = False  # shared by every reader of this state
+        self._state = ImageState(features, original, input_size, view, spacing, warnings,
+                                 MappingProxyType(meta))
 
-    @torch.no_grad()
     def set_torch_image(self, transformed_image: torch.Tensor,
                         original_image_size: tuple[int, ...]) -> None:
         """1 x 3 x h x w image already resized by ``self.transform`` (0-255 values)."""
+        features, original, input_size = self._encode(transformed_image, original_image_size)
+        self._state = ImageState(features, original, input_size)
+
+    @torch.no_grad()
+    def _encode(self, transformed_image: torch.Tensor, original_image_size: tuple[int, ...]
+                ) -> tuple[torch.Tensor, tuple[int, int], tuple[int, int]]:
+        """Features 1 x C x h x w, original and input sizes of a transformed image."""
+        size = self.model.img_size
         if (transformed_image.ndim != 4 or transformed_image.shape[:2] != (1, 3)
-                or max(transformed_image.shape[2:]) != self.model.img_size):
-            raise ValueError(f"set_torch_image expects 1 x 3 x h x w with longest side "
-                             f"{self.model.img_size}, got {tuple(transformed_image.shape)}")
-        self.reset_image()
-        self.original_size = (int(original_image_size[0]), int(original_image_size[1]))
-        self.input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
+                or max(transformed_image.shape[2:]) != size):
+            raise UserInputError(f"set_torch_image expects 1 x 3 x h x w with longest side "
+                                 f"{size}, got {tuple(transformed_image.shape)}")
+        if self.model.config.preprocessing == "medsam" and \
+                tuple(transformed_image.shape[2:]) != (size, size):
+            # MedSAM resizes every image to the full square; a letterboxed input would be
+            # padded and decoded with the wrong geometry.
+            raise UserInputError(f"MedSAM checkpoints take the whole {size} x {size} square "
+                                 f"(plain resize), got {tuple(transformed_image.shape[2:])}; "
+                                 "use predictor.transform.apply_image")
+        h, w = (int(v) for v in original_image_size[:2])
+        if h < 1 or w < 1:
+            raise UserInputError(f"invalid original size {tuple(original_image_size)}")
+        input_size = (int(transformed_image.shape[-2]), int(transformed_image.shape[-1]))
         x = self.model.preprocess(transformed_image.float())
         x = x.to(self.model.dtype)  # a bf16/fp16 model
-        self.features = self.model.encode(x)
-        self.is_image_set = True
+        return self.model.encode(x), (h, w), input_size
 
     def get_image_embedding(self) -> torch.Tensor:
         """The cached embedding, 1 x C x h x w (1 x 256 x 64 x 64 for SAM)."""
-        self._require_image()
-        assert self.features is not None
-        return self.features
+        features = self._require_image().features
+        assert features is not None
+        return features
 
     def set_image_embedding(self, embedding: torch.Tensor | np.ndarray,
                             original_size: tuple[int, int]) -> None:
-        """Reuse an embedding computed earlier for an image of ``original_size`` (h, w)."""
-        emb = torch.as_tensor(embedding, device=self.device, dtype=self.model.dtype)
+        """Reuse an embedding computed earlier for an image of ``original_size`` (h, w).
+
+        The embedding is cast to the model's dtype (a bf16 model takes a float32 embedding)."""
+        emb = torch.as_tensor(embedding, device=self.device).to(self.model.dtype)
         expected = (1, *self.model.embedding_shape)
         if tuple(emb.shape) != expected:
-            raise ValueError(f"embedding must be {expected}, got {tuple(emb.shape)}")
+            raise UserInputError(f"embedding must be {expected}, got {tuple(emb.shape)}")
         h, w = (int(v) for v in original_size)
         if h < 1 or w < 1:
-            raise ValueError(f"invalid original_size {original_size}")
-        self.reset_image()
-        self.original_size = (h, w)
-        self.input_size = self.transform.get_preprocess_shape(h, w)
-        self.features = emb
-        self.is_image_set = True
+            raise UserInputError(f"invalid original_size {original_size}")
+        self._state = ImageState(emb, (h, w), self.transform.get_preprocess_shape(h, w))
 
     def reset_image(self) -> None:
-        self.is_image_set = False
-        self.image_rgb = None
-        self.spacing_mm = None
-        self.image_warnings = []
-        self.image_meta = {}
-        self.features: torch.Tensor | None = None
-        self._cache: DecoderImageCache | None = None
-        self.original_size: tuple[int, int] | None = None
-        self.input_size: tuple[int, int] | None = None
+        self._state = _EMPTY
 
-    def _require_image(self) -> None:
-        if not self.is_image_set:
+    def _require_image(self) -> ImageState:
+        state = self._state
+        if not state.is_set:
             raise RuntimeError("no image set: call set_image(...) before predicting")
+        return state
 
     # ------------------------------------------------------------------------ prompts
     def predict(self, point_coords: np.ndarray | None = None,
@@ -155,28 +266,28 @@ class Predictor:
         low-res logits C x L x L, with C = 3 when ``multimask_output`` else 1. ``refine=True``
         runs UltraSam's two-pass schedule and returns its single best mask (C = 1).
         """
-        self._require_image()
-        assert self.original_size is not None
+        state = self._require_image()
+        size = state.original_size
+        assert size is not None
         coords_t = labels_t = box_t = mask_t = None
         if point_coords is not None or point_labels is not None:
-            coords, labels = _check_points(point_coords, point_labels, self.original_size)
-            coords = self.transform.apply_coords(coords, self.original_size)
+            coords, labels = _check_points(point_coords, point_labels, size)
+            coords = self.transform.apply_coords(coords, size)
             coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
         if box is not None:
-            b = _check_box(box, self.original_size)
-            b = self.transform.apply_boxes(b, self.original_size)
+            b = self.transform.apply_boxes(_check_box(box, size), size)
             box_t = torch.as_tensor(b, dtype=torch.float, device=self.device)
         if mask_input is not None:
             mask_t = torch.as_tensor(_check_mask_input(mask_input, self.model.config.mask_size),
                                      dtype=torch.float, device=self.device)[None]
         if coords_t is None and box_t is None and mask_t is None:
-            raise ValueError("no prompt given: pass point_coords/point_labels, box or mask_input")
-        masks, iou, low_res = self.predict_torch(coords_t, labels_t, box_t, mask_t,
-                                                 multimask_output, return_logits, refine)
+            raise PromptError("no prompt given: pass point_coords/point_labels, box or "
+                              "mask_input")
+        masks, iou, low_res = self._predict_torch(state, coords_t, labels_t, box_t, mask_t,
+                                                  multimask_output, return_logits, refine)
         return _to_numpy(masks[0]), _to_numpy(iou[0]), _to_numpy(low_res[0])
 
-    @torch.no_grad()
     def predict_torch(self, point_coords: torch.Tensor | None,
                       point_labels: torch.Tensor | None, boxes: torch.Tensor | None = None,
                       mask_input: torch.Tensor | None = None, multimask_output: bool = True,
@@ -188,46 +299,73 @@ class Predictor:
         boxes: B x 4; mask_input: B x 1 x L x L. Returns masks B x C x H x W, iou B x C and
         low-res logits B x C x L x L.
         """
-        self._require_image()
-        assert self.features is not None and self.original_size and self.input_size
+        return self._predict_torch(self._require_image(), point_coords, point_labels, boxes,
+                                   mask_input, multimask_output, return_logits, refine)
+
+    @torch.no_grad()
+    def _predict_torch(self, state: ImageState, point_coords: torch.Tensor | None,
+                       point_labels: torch.Tensor | None, boxes: torch.Tensor | None,
+                       mask_input: torch.Tensor | None, multimask_output: bool,
+                       return_logits: bool, refine: bool
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`predict_torch` on one image state (only ``state`` is read)."""
+        assert state.features is not None and state.original_size and state.input_size
         if point_coords is not None and (point_labels is None
                                          or point_coords.shape[:2] != point_labels.shape):
-            raise ValueError("point_coords (B x N x 2) and point_labels (B x N) must agree")
+            raise PromptError("point_coords (B x N x 2) and point_labels (B x N) must agree")
+
+        def decode(coords: torch.Tensor | None, labels: torch.Tensor | None,
+                   boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+            return self._decode(state, coords, labels, boxes, masks, multimask)
+
         if refine:
-            sizes = torch.tensor([self.input_size], device=self.device)
-            out = refine_two_pass(self.model, self.features, point_coords, point_labels, boxes,
-                                  input_sizes=sizes, mask_inputs=mask_input,
-                                  decode=self._decode)
+            sizes = torch.tensor([state.input_size], device=self.device)
+            out = refine_two_pass(self.model, state.features, point_coords,  # type: ignore[arg-type]
+                                  point_labels, boxes, input_sizes=sizes,
+                                  mask_inputs=mask_input, decode=decode)
             low_res, iou = out.logits, out.iou
         else:
-            low_res, iou = self._decode(point_coords, point_labels, boxes, mask_input,
-                                        multimask_output)
-        masks = self._postprocess(low_res, return_logits)
+            low_res, iou = decode(point_coords, point_labels, boxes, mask_input,
+                                  multimask_output)
+        masks = self._postprocess(state, low_res, return_logits)
         return masks, iou, low_res
 
-    def _decode(self, coords: torch.Tensor | None, labels: torch.Tensor | None,
-                boxes: torch.Tensor | None, masks: torch.Tensor | None, multimask: bool
+    def _decode(self, state: ImageState, coords: torch.Tensor | None,
+                labels: torch.Tensor | None, boxes: torch.Tensor | None,
+                masks: torch.Tensor | None, multimask: bool
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-res logits and IoU for B prompts on the current image."""
-        assert self.features is not None
-        if not self.fast or not isinstance(self.model, Sam):
+        """Low-res logits and IoU for B prompts on the image of ``state``."""
+        features = state.features
+        assert features is not None
+        model = self.model
+        if not self.fast or not isinstance(model, Sam):
             # FusionNet (early fusion) has no separable decoder cache: its decode is the path.
-            return self.model.decode(self.features, coords, labels, boxes, masks, multimask)
-        if self._cache is None:
-            self._cache = prepare_image(self.model.mask_decoder, self.model.prompt_encoder,
-                                        self.features)
+            return model.decode(features, coords, labels, boxes, masks, multimask)
+        cache = state.decoder_cache.get(
+            lambda: prepare_image(model.mask_decoder, model.prompt_encoder, features))
         points = (coords, labels) if coords is not None and labels is not None else None
-        sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=masks)
-        return fast_decode(self.model.mask_decoder, self._cache, sparse,
+        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=masks)
+        return fast_decode(model.mask_decoder, cache, sparse,
                            dense if masks is not None else None, multimask)
 
-    def _postprocess(self, low_res: torch.Tensor, return_logits: bool) -> torch.Tensor:
-        assert self.original_size and self.input_size
+    def _postprocess(self, state: ImageState, low_res: torch.Tensor, return_logits: bool
+                     ) -> torch.Tensor:
+        input_size, original_size = state.input_size, state.original_size
+        assert input_size and original_size
+        if self.postprocessing == "medsam":
+            # MedSAM_Inference.py: sigmoid, one bilinear resize to the original size, > 0.5.
+            if return_logits:
+                return F.interpolate(low_res.float(), original_size, mode="bilinear",
+                                     align_corners=False)
+            prob = F.interpolate(torch.sigmoid(low_res.float()), original_size,
+                                 mode="bilinear", align_corners=False)
+            return prob > MEDSAM_THRESHOLD
         if return_logits or self.postprocessing == "sam":
-            up = self.model.postprocess_masks(low_res, self.input_size, self.original_size)
+            up = self.model.postprocess_masks(low_res, input_size, original_size)
             return up if return_logits else up > self.model.mask_threshold
         binary = (low_res > self.model.mask_threshold).float()
-        up = self.model.postprocess_masks(binary, self.input_size, self.original_size)
+        up = self.model.postprocess_masks(binary, input_size, original_size)
         return up > 0
 
 
@@ -243,31 +381,31 @@ def _as_float_array(value: Any, name: str) -> np.ndarray:
     try:
         arr = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"{name} must be numeric, got {type(value).__name__}") from e
+        raise PromptError(f"{name} must be numeric, got {type(value).__name__}") from e
     if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values: {arr.tolist()}")
+        raise PromptError(f"{name} contains NaN or infinite values: {arr.tolist()}")
     return arr
 
 
 def _check_points(coords: Any, labels: Any, size: tuple[int, int]
                   ) -> tuple[np.ndarray, np.ndarray]:
     if coords is None or labels is None:
-        raise ValueError("point_coords and point_labels must be given together")
+        raise PromptError("point_coords and point_labels must be given together")
     c = _as_float_array(coords, "point_coords")
     lab = np.asarray(labels)
     if c.ndim != 2 or c.shape[1] != 2:
-        raise ValueError(f"point_coords must be N x 2 (x, y), got shape {c.shape}")
+        raise PromptError(f"point_coords must be N x 2 (x, y), got shape {c.shape}")
     if lab.ndim != 1 or lab.shape[0] != c.shape[0]:
-        raise ValueError(f"point_labels must have shape ({c.shape[0]},), got {lab.shape}")
+        raise PromptError(f"point_labels must have shape ({c.shape[0]},), got {lab.shape}")
     if c.shape[0] == 0:
-        raise ValueError("point_coords is empty")
+        raise PromptError("point_coords is empty")
     bad = sorted(set(np.unique(lab).tolist()) - {0, 1})
     if bad:
-        raise ValueError(f"point_labels must be 1 (foreground) or 0 (background), got {bad}")
+        raise PromptError(f"point_labels must be 1 (foreground) or 0 (background), got {bad}")
     h, w = size
     outside = [tuple(p) for p in c.tolist() if not (0 <= p[0] <= w and 0 <= p[1] <= h)]
     if outside:
-        raise ValueError(f"points outside the {w}x{h} image (x in [0, {w}], y in [0, {h}]): "
+        raise PromptError(f"points outside the {w}x{h} image (x in [0, {w}], y in [0, {h}]): "
                          f"{outside}")
     return c, lab.astype(np.int64)
 
@@ -275,18 +413,18 @@ def _check_points(coords: Any, labels: Any, size: tuple[int, int]
 def _check_box(box: Any, size: tuple[int, int]) -> np.ndarray:
     b = _as_float_array(box, "box").reshape(-1)
     if b.shape != (4,):
-        raise ValueError(f"box must be 4 numbers (x0, y0, x1, y1), got {b.size}")
+        raise PromptError(f"box must be 4 numbers (x0, y0, x1, y1), got {b.size}")
     x0, y0, x1, y1 = b.tolist()
     if x1 <= x0 or y1 <= y0:
-        raise ValueError(f"box must have x1 > x0 and y1 > y0 (XYXY), got {b.tolist()}")
+        raise PromptError(f"box must have x1 > x0 and y1 > y0 (XYXY), got {b.tolist()}")
     h, w = size
     if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-        raise ValueError(f"box {b.tolist()} extends outside the {w}x{h} image")
+        raise PromptError(f"box {b.tolist()} extends outside the {w}x{h} image")
     return b
 
 
 def _check_mask_input(mask: Any, size: int) -> np.ndarray:
     m = _as_float_array(mask, "mask_input")
     if m.shape != (1, size, size):
-        raise ValueError(f"mask_input must be 1 x {size} x {size} low-res logits, got {m.shape}")
+        raise PromptError(f"mask_input must be 1 x {size} x {size} low-res logits, got {m.shape}")
     return m

@@ -38,6 +38,7 @@ from typing import IO, Any
 import cv2
 import numpy as np
 
+from ..errors import UnknownNameError
 from .coco import CocoWriter, normalise_split, read_coco, write_json
 from .dedup import HAMMING_THRESHOLD, find_duplicates, hamming, is_flat, phash_array
 from .filters import MIN_AREA_MM2, MIN_FRACTION, FilterReport, filter_annotations
@@ -99,8 +100,8 @@ def _resolver(sources: Sequence[Source] | None):  # type: ignore[no-untyped-def]
         try:
             return table[_key(name)]
         except KeyError:
-            raise KeyError(f"no dataset source named {name!r}; known: "
-                           f"{', '.join(s.spec.name for s in sources)}") from None
+            raise UnknownNameError(f"no dataset source named {name!r}; known: "
+                                   f"{', '.join(s.spec.name for s in sources)}") from None
     return get
 
 

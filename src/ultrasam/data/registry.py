@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 
+from ..errors import UnknownNameError
 from .sources._base import Source
 
 # Order follows the US-43d table in the documentation; the two extras come last.
@@ -45,4 +46,4 @@ def get_source(name: str) -> Source:
         if wanted in {_key(n) for n in (source.spec.name, *source.spec.aliases)}:
             return source
     known = ", ".join(s.spec.name for s in sources)
-    raise KeyError(f"no dataset source named {name!r}; known: {known}")
+    raise UnknownNameError(f"no dataset source named {name!r}; known: {known}")

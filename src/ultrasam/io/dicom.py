@@ -45,6 +45,8 @@ import numpy as np
 
 from ultrasam.io.images import LoadedImage, to_rgb_uint8, ybr_full_to_rgb
 
+from ..errors import MissingDependencyError
+
 logger = logging.getLogger(__name__)
 
 _CM = 3  # PhysicalUnitsX/YDirection code for centimetres (DICOM PS3.3 C.8.5.5.1.15)
@@ -60,7 +62,7 @@ def _pydicom() -> Any:
         import pydicom
         import pydicom.pixels  # noqa: F401 - pydicom >= 3
     except ImportError as exc:
-        raise ImportError(_MISSING) from exc
+        raise MissingDependencyError(_MISSING) from exc
     return pydicom
 
 

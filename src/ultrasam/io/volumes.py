@@ -37,6 +37,8 @@ import numpy as np
 
 from ultrasam.io.images import LoadedImage, to_rgb_uint8
 
+from ..errors import MissingDependencyError
+
 logger = logging.getLogger(__name__)
 
 # MetaImage element types -> numpy type codes (byte order set from the header).
@@ -85,7 +87,7 @@ def require_nibabel() -> Any:
     try:
         import nibabel
     except ImportError as exc:
-        raise ImportError("reading NIfTI needs nibabel: pip install ultrasam[volumes]") from exc
+        raise MissingDependencyError("reading NIfTI needs nibabel: pip install ultrasam[volumes]") from exc
     return nibabel
 
 

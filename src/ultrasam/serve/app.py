@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from ..errors import MissingDependencyError
 from .settings import ServeSettings
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def serve(checkpoint: str | Path | None = None, settings: ServeSettings | None =
     try:
         import uvicorn
     except ImportError as exc:
-        raise ImportError("ultrasam serve needs its extra: pip install 'ultrasam[serve]'") \
+        raise MissingDependencyError("ultrasam serve needs its extra: pip install 'ultrasam[serve]'") \
             from exc
     from ultrasam.checkpoints import load_model
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from ...errors import MissingToolError
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
 from ._entry_io import add_or_warn, binary_mask
@@ -56,7 +57,7 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             (masks if is_mask else images)[key] = e
         rars = [u.path for u in tree.unreadable if "RAR archive" in u.reason]
         if not images and rars:
-            raise RuntimeError(rar_unavailable_message(", ".join(rars)))
+            raise MissingToolError(rar_unavailable_message(", ".join(rars)))
         for key in sorted(images, key=lambda k: (k[0], natural_key(k[1]))):
             img_e = images[key]
             if key not in masks:

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import MissingDependencyError
+
 _MISSING = "writing DICOM SEG needs highdicom: pip install ultrasam[dicomseg]"
 
 
@@ -22,7 +24,7 @@ def require_highdicom() -> Any:
     try:
         import highdicom
     except ImportError as e:
-        raise ImportError(_MISSING) from e
+        raise MissingDependencyError(_MISSING) from e
     return highdicom
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from ...errors import MissingDependencyError
 from .items import Item
 from .worker import Job, run_item
 
@@ -105,7 +106,7 @@ def require_distributed() -> Any:
     try:
         import distributed
     except ImportError as e:
-        raise ImportError("the dask engine needs Dask distributed: "
+        raise MissingDependencyError("the dask engine needs Dask distributed: "
                           "pip install ultrasam[distributed]") from e
     return distributed
 
