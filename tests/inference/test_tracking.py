@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from ultrasam.inference.tracking import (
-    FrameResult, Tracker, TrackerConfig, interior_point, mask_box, quality_flags)
+    FrameResult,
+    Tracker,
+    TrackerConfig,
+    interior_point,
+    mask_box,
+    quality_flags,
+)
 from ultrasam.modeling import build_model
 from ultrasam.predictor import Predictor
 from ultrasam.synthetic import make_cine

@@ -14,8 +14,8 @@ from ultrasam.io.video import FrameSequence, dicom_frame_times, natural_key, ope
 
 pydicom = pytest.importorskip("pydicom")
 examples = pytest.importorskip("pydicom.examples")
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 CINE = examples.get_path("ybr_color")  # 30-frame YBR_FULL_422 ultrasound cine, FrameTime 33.333
 
@@ -143,8 +143,8 @@ def test_volume_uses_one_intensity_window(tmp_path: Path) -> None:
 
 def test_metaimage_volume(tmp_path: Path) -> None:
     vol = np.random.default_rng(2).integers(0, 256, size=(3, 6, 5), dtype=np.uint8)  # z, y, x
-    header = ("ObjectType = Image\nNDims = 3\nDimSize = 5 6 3\nElementType = MET_UCHAR\n"
-              "ElementSpacing = 0.4 0.3 1.5\nElementDataFile = LOCAL\n").encode()
+    header = (b"ObjectType = Image\nNDims = 3\nDimSize = 5 6 3\nElementType = MET_UCHAR\n"
+              b"ElementSpacing = 0.4 0.3 1.5\nElementDataFile = LOCAL\n")
     path = tmp_path / "v.mha"
     path.write_bytes(header + vol.tobytes())
     seq = open_frames(path)
