@@ -404,6 +404,7 @@ def train_fusion(cfg: FusionTrainConfig) -> dict[str, Any]:
         ev_cache = load_cache(build_cache([cfg.data.eval_source], cache_root / f"eval_{s}", s,
                                           split=cfg.data.eval_split))
         ev = build_eval_set(ev_cache, cfg.data.eval_images, run.seed)
+    torch.manual_seed(run.seed)  # the initial weights (steps draw from their own generators)
     model = build_model(get_config(cfg.model.variant, **cfg.model.overrides))
     if not isinstance(model, FusionNet):
         raise ValueError(f"recipe 'fusion' trains FusionNet variants, not {cfg.model.variant}")
