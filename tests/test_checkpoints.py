@@ -250,3 +250,124 @@ def test_custom_config_is_inferred(tmp_path: Path) -> None:
     state, config, fmt = read_checkpoint(path)
     assert config.encoder_depth == 3 and config.encoder_global_attn_indexes == (0, 2)
     assert ultrasam.load_model(path).config.encoder_depth == 3
+
+
+# ------------------------------------------------ meta-device construction, integrity, CLI
+def _old_way(path: Path) -> torch.nn.Module:
+    """How loading worked before: a randomly initialised CPU model, then load_state_dict."""
+    state, config, _ = read_checkpoint(path)
+    model = build_model(config)
+    model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in state.items()})
+    return model.eval()
+
+
+@pytest.mark.parametrize("variant", ["sam", "tiny", "small", "fusion"])
+def test_meta_device_load_predicts_like_the_old_load(tmp_path: Path, variant: str) -> None:
+    """Weights assigned onto a meta-built model (pixel_mean/std computed, BatchNorm buffers
+    loaded) give exactly the old outputs; "sam" is a SAM-format .pth, the others native."""
+    import numpy as np
+
+    from ultrasam import Predictor
+
+    model = _randomised("tiny" if variant == "sam" else variant, seed=3)
+    if variant == "fusion":  # non-trivial BatchNorm statistics
+        for name, buf in model.named_buffers():
+            if name.endswith("running_var"):
+                buf.uniform_(0.5, 2.0)
+            elif name.endswith("running_mean"):
+                buf.normal_(0, 0.1)
+    if variant == "sam":
+        path = tmp_path / "sam_tiny.pth"
+        torch.save(model.state_dict(), path)
+    else:
+        path = save_native(model, tmp_path / variant)
+    new, old = load_model(path), _old_way(path)
+    assert not any(t.is_meta for t in (*new.parameters(), *new.buffers()))
+    assert torch.equal(new.pixel_mean, old.pixel_mean) and torch.equal(new.pixel_std,
+                                                                       old.pixel_std)
+    for (k, a), b in zip(new.state_dict().items(), old.state_dict().values()):
+        assert a.dtype == b.dtype and torch.equal(a, b), k
+    image = np.random.default_rng(0).integers(0, 255, (70, 100, 3), dtype=np.uint8)
+    answers = []
+    for m in (new, old):
+        p = Predictor(m)
+        p.set_image(image)
+        answers.append(p.predict(box=np.array([10, 10, 60, 50])))
+    for a, b in zip(*answers):
+        assert np.array_equal(a, b)
+
+
+def test_native_records_and_verifies_sha256(tmp_path: Path, caplog) -> None:
+    import hashlib
+    import json
+
+    from ultrasam.checkpoints import checkpoint_info
+
+    folder = save_native(_randomised(), tmp_path / "n", dtype=torch.float16)
+    meta = json.loads((folder / "config.json").read_text())
+    digest = hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest()
+    assert meta["weights_sha256"] == digest
+    assert checkpoint_info(folder).weights_sha256 == digest
+    # A folder written before hashes were recorded still loads, with a debug note.
+    del meta["weights_sha256"]
+    (folder / "config.json").write_text(json.dumps(meta))
+    with caplog.at_level("DEBUG", logger="ultrasam.checkpoints"):
+        load_model(folder)
+    assert "no weights_sha256" in caplog.text
+    # Overwritten bytes: refused when the hash is recorded.
+    meta["weights_sha256"] = digest
+    (folder / "config.json").write_text(json.dumps(meta))
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256 .* does not match"):
+        load_model(folder)
+
+
+def test_non_finite_weights_are_refused_everywhere(tmp_path: Path, tiny_state) -> None:
+    state = dict(tiny_state)
+    state["mask_decoder.iou_token.weight"] = torch.full_like(
+        state["mask_decoder.iou_token.weight"], float("inf"))
+    torch.save(state, tmp_path / "inf.pth")
+    with pytest.raises(CheckpointError, match="'mask_decoder.iou_token.weight' holds"):
+        load_model(tmp_path / "inf.pth")
+    model = _randomised()
+    with torch.no_grad():
+        model.mask_decoder.iou_token.weight.fill_(float("nan"))
+    with pytest.raises(CheckpointError, match="non-finite"):
+        save_native(model, tmp_path / "nan")
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"encoder_depth": 200_000}, "encoder_depth=200000"),
+    ({"img_size": 1 << 20}, "img_size"),
+    ({"conv_depths": (1, 2, 3, 100_000)}, "conv_depths"),
+    ({"conv_dims": (32, 80, 160, 1 << 20)}, "conv_dims"),
+    ({"prompt_embed_dim": 63}, "prompt_embed_dim"),
+])
+def test_config_bounds(change: dict, match: str) -> None:
+    from ultrasam.checkpoint_checks import check_config_bounds
+
+    base = get_config("fusion" if any(k.startswith("conv") for k in change) else "vit_b")
+    check_config_bounds(base, "x")
+    with pytest.raises(CheckpointError, match=match):
+        check_config_bounds(base.replace(**change), "x")
+
+
+def test_cli_shows_one_line_for_project_errors_and_tracebacks_for_bugs(
+        tmp_path: Path, monkeypatch, capsys) -> None:
+    import ultrasam.checkpoints as ckpt
+    from ultrasam.cli import main
+
+    path = tmp_path / "x.pth"
+    path.write_text("not weights")
+    assert main(["info", str(path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ultrasam info: refused: ")
+
+    def buggy(*args, **kwargs):
+        raise TypeError("a bug")
+
+    monkeypatch.setattr(ckpt, "checkpoint_info", buggy)
+    with pytest.raises(TypeError, match="a bug"):
+        main(["info", str(path)])

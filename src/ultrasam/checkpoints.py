@@ -51,6 +51,7 @@ NATIVE_VERSION = 1
 DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
 HASH_KEY = "weights_sha256"  # config.json: sha256 of model.safetensors
 MAX_CONFIG_BYTES = 1 << 20
+ALIGNMENT = 64  # bytes, as torch.save aligns its storages
 
 __all__ = [
     "FORMATS",
@@ -256,7 +257,10 @@ def check_and_load(model: torch.nn.Module, state: dict[str, torch.Tensor], sourc
     for k in list(state):
         v = state[k].to(expected[k].dtype)
         where = (v.untyped_storage().data_ptr(), v.storage_offset())
-        if not v.is_contiguous() or where in seen:  # views into one storage: own copies
+        # Own, contiguous, aligned memory for every weight: views sharing a storage get their
+        # own copies, and a tensor read at an unaligned offset (safetensors) is copied so that
+        # kernels take the same vectorised paths as for a freshly built model (same outputs).
+        if not v.is_contiguous() or where in seen or v.data_ptr() % ALIGNMENT:
             v = v.contiguous().clone()
         seen.add(where)
         state[k] = v
