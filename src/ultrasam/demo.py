@@ -1,43 +1,49 @@
-"""The README's first command: segment an embedded phantom with the bundled default model."""
+"""The README's first command: segment an embedded real ultrasound image with the bundled model.
+
+The image is US1 of the DICOM WG-04 compression test set (a GE power-Doppler scan of two
+lymph nodes, published by NEMA for testing DICOM software and redistributed in pydicom's
+example files as ``examples_jpeg2k.dcm``), stored here as a PNG. The demo draws a box around
+the left lymph node, as a user would, and writes the mask, an overlay and the JSON record.
+"""
 
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 log = logging.getLogger(__name__)
+
+DEMO_IMAGE = Path(__file__).parent / "demo_data" / "us1_lymph_node.png"
+# XYXY pixels of the left lymph node in DEMO_IMAGE (640 x 480), drawn by eye around the
+# hypoechoic oval, as a user would drag it.
+DEMO_BOX = (92.0, 152.0, 312.0, 282.0)
 
 
 def run_demo(out_dir: str | Path) -> int:
-    """Write a synthetic B-mode phantom, segment its lesion from a box with the default model,
-    and save the mask and overlay. Returns a process exit code (non-zero when no default
-    model is bundled: random weights are never run as if they were a model)."""
+    """Segment the embedded scan from ``DEMO_BOX`` with the default model; write
+    ``<out>/us1_lymph_node.{mask,overlay}.png`` and ``.json``. Returns a process exit code
+    (non-zero when no default model is bundled: random weights are never run as a model)."""
     from .checkpoints import DEFAULT_MODEL_DIR
 
     if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
-        print("ultrasam demo: no trained default model is bundled with this version yet "
-              "(it is trained on a GPU machine and bundled in a later release); "
+        print("ultrasam demo: no trained default model is bundled with this installation; "
               "run `ultrasam predict IMAGE --checkpoint CKPT --box X0,Y0,X1,Y1 --out DIR` "
-              "with your own checkpoint meanwhile.", file=sys.stderr)
+              "with your own checkpoint.", file=sys.stderr)
         return 3
-    import cv2
-
     from .segment import Prompt, predict_files
-    from .synthetic import make_phantom
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    phantom = make_phantom(seed=7, size=256, kind="cyst")
-    image_path = out / "phantom.png"
-    cv2.imwrite(str(image_path), phantom.image)
-    name = phantom.structures[0]
-    ys, xs = np.nonzero(phantom.masks[name])
-    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1))
-    records = predict_files([image_path], out, Prompt(box=box))
+    image_path = out / DEMO_IMAGE.name
+    shutil.copyfile(DEMO_IMAGE, image_path)
+    records = predict_files([image_path], out, Prompt(box=DEMO_BOX))
     r = records[0]
-    print(f"segmented {image_path} from box {box}: {r['area_px']} px, score "
-          f"{max(r['scores']):.3f}; wrote {out}/phantom.mask.png and phantom.overlay.png")
+    stem = image_path.stem
+    print(f"segmented {image_path} (real ultrasound: two lymph nodes, DICOM WG-04 US1) from "
+          f"box {DEMO_BOX} with the default model: {r['area_px']} px, predicted IoU "
+          f"{max(r['scores']):.3f}")
+    for suffix in ("mask.png", "overlay.png", "json"):
+        print(f"wrote {out / f'{stem}.{suffix}'}")
     return 0

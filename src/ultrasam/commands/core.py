@@ -39,7 +39,7 @@ def _predict(args: argparse.Namespace) -> int:
         coco_prompt=args.coco_prompt, image_root=args.image_root, overwrite=args.overwrite,
         workers=args.workers, threads=args.threads, engine=args.engine,
         scheduler=args.scheduler, progress=not args.quiet and sys.stderr.isatty(),
-        on_record=echo)
+        on_record=echo, backend=args.backend)
     for path in summary.label_volumes:
         _echo(str(path), sys.stdout)
     print(f"ultrasam predict: {summary.line()}", file=sys.stderr)
@@ -132,6 +132,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true",
                    help="no progress bar (shown on a terminal) and no output paths")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="onnx: --checkpoint is an `ultrasam export onnx` folder, run by ONNX "
+                        "Runtime on the CPU (PyTorch not needed)")
     p.add_argument("--out", required=True, help="output folder")
     p.set_defaults(func=_predict)
 
@@ -147,7 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS)
     p.set_defaults(func=_convert)
 
-    p = sub.add_parser("demo", help="segment a generated ultrasound phantom with the default "
-                                    "model")
+    p = sub.add_parser("demo", help="segment an embedded real ultrasound scan (lymph node) "
+                                    "with the bundled default model")
     p.add_argument("--out", default="ultrasam-demo")
     p.set_defaults(func=_demo)
