@@ -192,7 +192,7 @@ def test_stu_hospital_goes_on_after_a_bomb_and_a_truncated_image(tmp_path: Path)
     assert "decompression bomb" in w.warnings[0].message and w.skipped == 2
 
 
-# -- orphans ----------------------------------------------------------------------------------------
+# -- orphans ---------------------------------------------------------------------------------------
 
 
 def test_orphan_masks_are_named(tmp_path: Path) -> None:
@@ -215,7 +215,7 @@ def test_orphan_masks_are_named(tmp_path: Path) -> None:
                              "mask without a matching image; skipped")]
 
 
-# -- BUSI: separate mask files are separate instances -------------------------------------------------
+# -- BUSI: separate mask files are separate instances ----------------------------------------------
 
 
 def test_busi_touching_and_nested_lesion_files_stay_separate(tmp_path: Path) -> None:
@@ -278,7 +278,7 @@ def test_corner_mark_rule_keeps_every_shared_corpus_tg3k_instance(us_corpus: Pat
     assert not any(corner_marks(decode_rle(a["segmentation"])).any() for a in small)
 
 
-# -- data build: summary table, manifest, exit status -----------------------------------------------
+# -- data build: summary table, manifest, exit status ----------------------------------------------
 
 
 def _tg3k_tree(root: Path, with_marks: bool) -> None:
