@@ -28,12 +28,22 @@ log = logging.getLogger(__name__)
 
 
 def set_threads(threads: int) -> None:
-    """Intra-op threads of torch and OpenCV in this process."""
+    """Intra-op threads of torch (when installed: the ONNX backend runs without it) and OpenCV
+    in this process."""
     import cv2
-    import torch
 
-    torch.set_num_threads(threads)
+    torch = _torch_or_none()
+    if torch is not None:
+        torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
+
+
+def _torch_or_none() -> Any:
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
 
 
 @dataclass(frozen=True)
@@ -73,14 +83,15 @@ def run_items(items: list[Item], job: Job, engine: EngineSpec) -> Iterator[dict[
 @contextmanager
 def _threads(threads: int) -> Iterator[None]:
     import cv2
-    import torch
 
-    before = torch.get_num_threads(), cv2.getNumThreads()
+    torch = _torch_or_none()
+    before = torch.get_num_threads() if torch is not None else 0, cv2.getNumThreads()
     set_threads(threads)
     try:
         yield
     finally:
-        torch.set_num_threads(before[0])
+        if torch is not None:
+            torch.set_num_threads(before[0])
         cv2.setNumThreads(before[1])
 
 

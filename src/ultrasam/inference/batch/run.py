@@ -72,10 +72,15 @@ class Summary:
 def model_identity(checkpoint: str | None) -> dict[str, Any]:
     """The model file a result came from (path, size, modification time): a rerun with other
     weights at the same path redoes its items."""
-    from ...checkpoints import DEFAULT_MODEL_DIR
+    if checkpoint:
+        path = Path(checkpoint)
+    else:
+        from ...checkpoints import DEFAULT_MODEL_DIR
 
-    path = Path(checkpoint) if checkpoint else DEFAULT_MODEL_DIR
-    weights = path / "model.safetensors" if path.is_dir() else path
+        path = DEFAULT_MODEL_DIR
+    # A native folder's weights, or an ONNX export folder's decoder graph.
+    weights = (path / "decoder.onnx" if (path / "decoder.onnx").is_file()
+               else path / "model.safetensors") if path.is_dir() else path
     ident: dict[str, Any] = {"checkpoint": os.path.abspath(path) if checkpoint else "default"}
     try:
         st = weights.stat()
@@ -255,7 +260,7 @@ def predict_batch(inputs: list[str | Path], out_dir: str | Path, prompt: Prompt 
                   image_root: str | Path | None = None, overwrite: bool = False,
                   workers: int = 1, threads: int = 1, engine: str = "local",
                   scheduler: str | None = None, progress: bool = False,
-                  on_record: OnRecord | None = None) -> Summary:
+                  on_record: OnRecord | None = None, backend: str = "torch") -> Summary:
     """Segment every image of ``inputs`` and write per-item files and results to ``out_dir``.
 
     ``inputs``: files, folders, globs, CSV/JSONL manifests or COCO files (see
@@ -263,16 +268,29 @@ def predict_batch(inputs: list[str | Path], out_dir: str | Path, prompt: Prompt 
     ``workers`` processes (``engine="local"``) or Dask workers (``engine="dask"``, on the
     cluster at ``scheduler`` or a local one) each load the model once and use ``threads``
     intra-op threads. Bad items do not stop the run: see ``Summary.failed`` and
-    ``results.jsonl``.
+    ``results.jsonl``. ``backend="onnx"``: ``checkpoint`` is an ``ultrasam export onnx``
+    folder, run on the CPU by ONNX Runtime without torch.
     """
-    from ..device import resolve_device
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    if backend == "onnx":
+        if not checkpoint:
+            raise ValueError("--backend onnx needs --checkpoint DIR, a folder made by "
+                             "`ultrasam export onnx`")
+        if format is not None or device != "cpu":
+            raise ValueError("--backend onnx runs the exported graphs on the CPU: drop "
+                             "--format and --device")
+        dev = "cpu"
+    else:
+        from ..device import resolve_device
 
-    dev = resolve_device(device)
+        dev = resolve_device(device)
     spec = EngineSpec(kind=engine, workers=workers, threads=threads, address=scheduler)
     plan = plan_batch(
         inputs, out_dir, prompt=prompt, frame=frame, slice=slice, axis=axis,
         coco_prompt=coco_prompt, image_root=image_root,
-        model=ModelSpec(str(checkpoint) if checkpoint else None, format, str(dev)),
+        model=ModelSpec(str(checkpoint) if checkpoint else None, format, str(dev), backend,
+                        threads if backend == "onnx" else None),
         options=ItemOptions(refine=refine, candidates=candidates, polygons=polygons,
                             overlay=overlay, dicom_seg=dicom_seg),
         nifti_labels=nifti_labels, overwrite=overwrite)

@@ -46,11 +46,18 @@ class ModelLoadFailed(ValueError):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to load: a checkpoint (None = the bundled default model), its format, the device."""
+    """What to load: a checkpoint (None = the bundled default model), its format, the device.
+
+    ``backend="onnx"``: ``checkpoint`` is an ``ultrasam export onnx`` folder, run by
+    :class:`ultrasam.onnx.OnnxPredictor` (ONNX Runtime, no torch) with ``threads`` intra-op
+    threads (None: ONNX Runtime's default).
+    """
 
     checkpoint: str | None = None
     format: str | None = None
     device: str = "cpu"
+    backend: str = "torch"
+    threads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,14 @@ def _predictor(spec: ModelSpec) -> Any:
     cache = getattr(_LOCAL, "predictors", None)
     if cache is None:
         cache = _LOCAL.predictors = {}
+    if spec not in cache and spec.backend == "onnx":
+        from ...onnx import OnnxPredictor
+
+        try:
+            cache[spec] = OnnxPredictor(spec.checkpoint or "", threads=spec.threads)
+        except Exception as e:  # one line for the driver, whatever the loader raised
+            raise ModelLoadFailed(str(e).splitlines()[0] if str(e) else type(e).__name__) \
+                from e
     if spec not in cache:
         from ...checkpoints import load_model
         from ...predictor import Predictor
