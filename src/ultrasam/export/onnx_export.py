@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import MissingDependencyError
 from ..modeling.base import PromptableModel
 from . import DEFAULT_OPSET
 from .graphs import DecoderGraph, EncoderGraph
@@ -55,8 +56,8 @@ def _require_onnx() -> tuple[Any, Any]:
         import onnx
         import onnxruntime
     except ImportError as e:
-        raise ImportError("ONNX export needs the 'onnx' extra: pip install 'ultrasam[onnx]'") \
-            from e
+        raise MissingDependencyError("ONNX export needs the 'onnx' extra: pip install "
+                                     "'ultrasam[onnx]'") from e
     return onnx, onnxruntime
 
 

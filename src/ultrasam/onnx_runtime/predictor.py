@@ -1,8 +1,8 @@
 """OnnxPredictor: the ``Predictor`` API over an exported folder, with ONNX Runtime alone.
 
 Same ``set_image`` / ``predict`` arguments, shapes and return tuple as
-:class:`ultrasam.predictor.Predictor` (postprocessing "sam"), including UltraSam's two-pass
-refinement, which runs here in numpy on top of the decoder graph (the schedule of
+:class:`ultrasam.predictor.Predictor` with its default postprocessing, including UltraSam's
+two-pass refinement, which runs here in numpy on top of the decoder graph (the schedule of
 ``ultrasam.refine``).
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import MissingDependencyError
 from .geometry import Preprocess, box_from_logits
 from .prompts import check_box, check_mask_input, check_points, decoder_tokens
 
@@ -30,8 +31,8 @@ def _require_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as e:
-        raise ImportError("the ONNX backend needs onnxruntime: pip install onnxruntime "
-                          "(or 'ultrasam[onnx]')") from e
+        raise MissingDependencyError("the ONNX backend needs onnxruntime: pip install "
+                                     "onnxruntime (or 'ultrasam[onnx]')") from e
     return onnxruntime
 
 
@@ -147,8 +148,9 @@ class OnnxPredictor:
     """Segment one image from prompts with an exported folder (see the module docstring).
 
     ``model``: the export folder (or an :class:`OnnxModel`); ``threads`` and ``providers`` are
-    passed to ONNX Runtime. Masks are upsampled logits thresholded at ``mask_threshold``
-    (the "sam" postprocessing of :class:`ultrasam.predictor.Predictor`).
+    passed to ONNX Runtime. Masks are the decoder graph's upsampled logits thresholded at
+    ``mask_threshold``: the Predictor's default postprocessing ("sam"; "medsam" for MedSAM
+    checkpoints, whose graph resizes the logits once, as MedSAM does).
     """
 
     def __init__(self, model: str | Path | OnnxModel, threads: int | None = None,
