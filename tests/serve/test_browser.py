@@ -301,6 +301,10 @@ def test_screenshot(chromium_browser: Any, base_url: str, start_server: Any, fil
         pg.fill("#objects li:nth-child(2) .name", "lesion")
         pg.keyboard.press("Tab")
         _click(pg, info, *phantom.centroid("hyperechoic_lesion"))
+        with pg.expect_response(lambda r: r.url.endswith("/propagate")):
+            pg.click("#propagate")
+        _idle(pg)
+        pg.wait_for_selector("#toast", state="hidden", timeout=10_000)
         out = tmp_path / "serve.png"
         pg.screenshot(path=str(out))
     context.close()
