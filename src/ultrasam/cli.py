@@ -21,7 +21,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PermissionError)
 
 # Each module defines ``register(subparsers)`` adding its verbs with ``set_defaults(func=...)``.
-COMMAND_MODULES = ("core", "data", "train", "evaluate", "serve", "track", "export")
+COMMAND_MODULES = ("core", "data", "train", "evaluate", "serve", "track", "finetune",
+                   "export")
 
 
 def build_parser() -> argparse.ArgumentParser:
