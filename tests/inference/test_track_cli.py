@@ -188,3 +188,15 @@ def test_bad_command_lines_are_one_line_errors(tmp_path: Path, checkpoint: str,
         assert main(["track", *base, *args]) == 1
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_object_names_that_clash_as_folder_names(tmp_path: Path, checkpoint: str) -> None:
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(2):
+        cv2.imwrite(str(frames / f"{k}.png"), make_cine(1, n_frames=2, size=64).frames[k])
+    out = tmp_path / "out"
+    assert main(["track", str(frames), "--name", "a b", "--frame", "0", "--box", "10,10,40,40",
+                 "--name", "a_b", "--frame", "1", "--point", "30,30", "--checkpoint",
+                 checkpoint, "--out", str(out)]) == 0
+    assert sorted(p.name for p in (out / "masks").iterdir()) == ["a_b", "a_b_1"]

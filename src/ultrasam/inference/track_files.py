@@ -159,8 +159,13 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 
 
 def _write_mask_pngs(folder: Path, results: dict[str, list[FrameResult]]) -> None:
+    used: set[str] = set()
     for name, rs in results.items():
-        sub = folder / _safe_name(name)
+        safe = base = _safe_name(name)
+        while safe in used:  # "a b" and "a_b" must not share a folder
+            safe = f"{base}_{len(used)}"
+        used.add(safe)
+        sub = folder / safe
         sub.mkdir(parents=True, exist_ok=True)
         for r in rs:
             _write_png(sub / f"{_frame_stem(r.frame)}.png", r.mask.astype(np.uint8) * 255)
@@ -178,7 +183,8 @@ def _write_label_volume(path: Path, frames: FrameSequence,
 
     nib = require_nibabel()
     axis = int(frames.meta["axis"])
-    itk = np.zeros(frames.meta["volume_shape_itk"], dtype=np.uint8)
+    dtype = np.uint8 if len(results) < 256 else np.uint16
+    itk = np.zeros(frames.meta["volume_shape_itk"], dtype=dtype)
     for label, rs in enumerate(results.values(), start=1):
         for r in rs:
             plane = [slice(None)] * 3
