@@ -260,6 +260,23 @@ def test_propagate_and_area_curve(page: Any, files: Any, tmp_path: Path) -> None
     assert _overlay_pixels(page) == 0
 
 
+def test_volume_axis_and_slices(page: Any, tmp_path: Path) -> None:
+    nib = pytest.importorskip("nibabel")
+    vol = (np.arange(40 * 30 * 8).reshape(40, 30, 8) % 253).astype(np.uint8)  # x, y, z
+    path = tmp_path / "vol.nii.gz"
+    nib.save(nib.Nifti1Image(vol, np.eye(4)), str(path))
+    info = _open(page, path, frame=4)  # the middle slice first
+    assert page.locator("#axis").is_visible()
+    assert page.locator("#frame-label").inner_text() == "5 / 8"
+    page.select_option("#axis", "2")
+    page.wait_for_selector("#stage[data-frame='20']")  # middle of the 40 x-slices
+    size = page.eval_on_selector("#frame-img", "(i) => [i.naturalWidth, i.naturalHeight]")
+    assert size == [info["axes"][2]["width"], info["axes"][2]["height"]] == [30, 8]
+    answer = _click(page, {"width": 30, "height": 8}, 15, 4)
+    assert answer["axis"] == 2 and answer["frame"] == 20
+    assert _overlay_pixels(page) == answer["area_px"]
+
+
 def test_errors_are_shown_and_shortcuts_listed(page: Any, tmp_path: Path) -> None:
     bad = tmp_path / "notes.png"
     bad.write_text("not an image at all")
