@@ -179,3 +179,17 @@ def test_device_validation_is_one_clear_line() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="cuda"):
             resolve_device("cuda")
+
+
+def test_malformed_coco_is_one_clear_error(tmp_path: Path) -> None:
+    path = _coco(tmp_path)
+    data = json.loads(path.read_text())
+    data["annotations"][0]["id"] = "seven"  # this annotation fails its image, with its id
+    path.write_text(json.dumps(data))
+    (item,) = read_coco(path)
+    assert not item.prompts and "'seven'" in item.problems[0]
+    data["images"][0]["id"] = "one"
+    data["annotations"][0]["image_id"] = "one"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="integer 'id'"):
+        read_coco(path)

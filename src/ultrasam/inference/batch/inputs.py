@@ -256,16 +256,24 @@ def read_coco(path: Path, mode: str = "box", image_root: Path | None = None) -> 
         anns = by_image.get(image.get("id"), []) if isinstance(image, dict) else []
         if not anns:
             continue  # nothing to segment in this image
-        item = Item(path=root / str(image.get("file_name", "")), prompts=[],
-                    coco=CocoRef(int(image["id"]), [], []), id=str(image["id"]))
+        image_id = image.get("id")
+        if isinstance(image_id, bool) or not isinstance(image_id, int) \
+                or not isinstance(image.get("file_name"), str):
+            raise ValueError(f"{path}: COCO image {image_id!r} needs an integer 'id' and a "
+                             "'file_name'")
+        item = Item(path=root / image["file_name"], prompts=[],
+                    coco=CocoRef(image_id, [], []), id=str(image_id))
+        assert item.coco is not None
         for ann in anns:
             try:
-                item.prompts.append(_coco_object(ann, image, mode))
+                prompt = _coco_object(ann, image, mode)
+                ids = int(ann.get("id", 0)), int(ann.get("category_id", 1))
             except (ValueError, KeyError, TypeError) as e:
-                item.problems.append(f"{path.name}: {e}")
+                item.problems.append(f"{path.name}: annotation {ann.get('id')!r}: {e}")
                 continue
-            item.coco.annotation_ids.append(int(ann.get("id", 0)))  # type: ignore[union-attr]
-            item.coco.category_ids.append(int(ann.get("category_id", 1)))  # type: ignore
+            item.prompts.append(prompt)
+            item.coco.annotation_ids.append(ids[0])
+            item.coco.category_ids.append(ids[1])
         items.append(item)
     skipped = len(data["images"]) - len(items)
     if skipped:
