@@ -37,11 +37,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from _reference import cpu_name, times_ms  # noqa: E402
+from _reference import cpu_name, times_ms
 
-from ultrasam.export.onnx_export import export_onnx  # noqa: E402
-from ultrasam.onnx import OnnxPredictor  # noqa: E402
-from ultrasam.predictor import Predictor  # noqa: E402
+from ultrasam.export.onnx_export import export_onnx
+from ultrasam.onnx import OnnxPredictor
+from ultrasam.predictor import Predictor
 
 CORPUS = ROOT.parent / "shared" / "data" / "us-corpus" / "MMOTU_2d"
 
@@ -153,7 +153,8 @@ def main() -> None:
         rgb = np.stack([make_phantom(seed=0, size=384).image[:, :300]] * 3, -1)
         with torch.no_grad():
             timing = speed(backends, rgb, args.runs)
-            acc = accuracy(backends, args.accuracy) if args.accuracy else {"skipped": "--accuracy 0"}
+            acc = (accuracy(backends, args.accuracy) if args.accuracy
+                   else {"skipped": "--accuracy 0"})
     import onnxruntime
 
     result = {

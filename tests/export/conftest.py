@@ -10,10 +10,10 @@ import pytest
 pytest.importorskip("onnx", reason="the ONNX tests need the 'onnx' extra")
 pytest.importorskip("onnxruntime", reason="the ONNX tests need the 'onnx' extra")
 
-import torch  # noqa: E402
+import torch
 
-from ultrasam.modeling import build_model  # noqa: E402
-from ultrasam.modeling.base import PromptableModel  # noqa: E402
+from ultrasam.modeling import build_model
+from ultrasam.modeling.base import PromptableModel
 
 
 def seeded_model(variant: str, **overrides: object) -> PromptableModel:

@@ -32,7 +32,7 @@ def client_masks(folder, rgb: np.ndarray, point: tuple[float, float]) -> tuple[n
     coords[..., 0] *= new_w / w
     coords[..., 1] *= new_h / h
     m = dec.get_inputs()[3].shape[-1]
-    masks, iou, low = dec.run(None, {
+    masks, iou, _ = dec.run(None, {
         "image_embeddings": emb, "point_coords": coords,
         "point_labels": np.array([[1, -1]], np.float32),
         "mask_input": np.zeros((1, 1, m, m), np.float32),
@@ -53,7 +53,7 @@ def test_metas_client_reproduces_predictor(exported) -> None:
                                        point_labels=np.array([1]))
         logits = pred.predict(point_coords=np.array([[90, 70]]), point_labels=np.array([1]),
                               return_logits=True)[0]
-        masks, iou, raw = client_masks(folder, rgb, (90, 70))
+        masks, iou, _ = client_masks(folder, rgb, (90, 70))
         near = np.abs(logits) < 1e-3
         assert masks.shape == (1, 4, 150, 180)
         assert ((masks[0, 1:] == want) | near).all()

@@ -93,7 +93,7 @@ def test_medsam_preprocessing(exported) -> None:
 
 
 def test_embedding_roundtrip_and_errors(exported) -> None:
-    model, folder = exported("tiny")
+    _, folder = exported("tiny")
     p = OnnxPredictor(folder, threads=1)
     with pytest.raises(RuntimeError, match="no image set"):
         p.predict(box=[1, 1, 5, 5])

@@ -59,7 +59,8 @@ def test_runs_without_torch(exported, tmp_path: Path) -> None:
     path = tmp_path / "scan.png"
     Image.fromarray(rgb).save(path)
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(folder), str(path), str(tmp_path),
-                        json.dumps(CASES)], capture_output=True, text=True, timeout=600)
+                        json.dumps(CASES)], capture_output=True, text=True, timeout=600,
+                       check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report == {"code": 0, "torch": []}

@@ -35,7 +35,7 @@ class Preprocess:
     @classmethod
     def from_dict(cls, d: Any, source: str = "preprocess.json") -> Preprocess:
         if not isinstance(d, dict):
-            raise ValueError(f"{source}: expected a JSON object")
+            raise ValueError(f"{source}: expected a JSON object")  # noqa: TRY004 - file content
         missing = [k for k in ("input_size", "resize", "interpolation", "mean", "std")
                    if k not in d]
         if missing:
