@@ -42,7 +42,8 @@ def test_linear_probe_heads(class_folder: Path, tiny_fusion: Path, tmp_path: Pat
         assert (tmp_path / f).is_file(), f
 
 
-@pytest.mark.parametrize("mode", ["full", pytest.param("partial", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["full", "partial"])
 def test_fine_tune_modes(class_folder: Path, tiny_fusion: Path, tmp_path: Path,
                          mode: str) -> None:
     r = classify(class_folder, tmp_path, checkpoint=str(tiny_fusion), mode=mode,
