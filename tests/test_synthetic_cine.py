@@ -19,12 +19,13 @@ def test_same_seed_same_bytes_masks_exact_and_inside_the_fov() -> None:
         assert m.any() and not (m & ~a.fov).any()
         rows, cols = np.nonzero(m)
         assert tuple(a.boxes[k]) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
-    np.testing.assert_allclose(a.times_s, np.arange(6) / 25.0)
+    np.testing.assert_allclose(a.times_s, np.arange(6) / 30.0)
 
 
 @pytest.mark.parametrize("motion", MOTIONS)
 def test_each_motion_changes_what_it_says(motion: str) -> None:
-    c = make_cine(1, n_frames=12, size=128, motion=motion, dropout=0.0, shadow=False)
+    c = make_cine(1, n_frames=12, size=128, motion=motion, period=12, dropout=0.0,
+                  shadow=False)
     area = c.masks.sum(axis=(1, 2)).astype(float)
     ys, xs = zip(*[np.argwhere(m).mean(axis=0) for m in c.masks])
     travel = np.hypot(np.ptp(xs), np.ptp(ys))

@@ -505,11 +505,11 @@ class Cine:
     params: dict[str, float] = field(default_factory=dict)
 
 
-def _cine_path(rng: np.random.Generator, motion: str, size: int, n: int
+def _cine_path(rng: np.random.Generator, motion: str, size: int, period: float
                ) -> Callable[[int], tuple[float, float, float, float, np.ndarray]]:
     """Per-frame (dx, dy, radius scale, aspect scale, harmonic phases) of a motion model.
 
-    One cycle per loop (a heartbeat in a cine), with random phases: ``translate`` moves the
+    One cycle per ``period`` frames (a heartbeat), with random phases: ``translate`` moves the
     centre on an ellipse-like path, ``pulsate`` scales the radius by 1 +- 25 %, ``deform``
     rotates lobes and squashes the aspect; ``mixed`` does all three, each milder.
     """
@@ -522,7 +522,7 @@ def _cine_path(rng: np.random.Generator, motion: str, size: int, n: int
     ax, ay = move * rng.uniform(0.7, 1.0), move * rng.uniform(0.4, 0.7)
 
     def at(t: int) -> tuple[float, float, float, float, np.ndarray]:
-        w = 2 * np.pi * t / n
+        w = 2 * np.pi * t / period
         turn = w * np.arange(1, 5) * 0.5 if squash else np.zeros(4)
         return (ax * math.sin(w + ph[0]), ay * math.sin(w + ph[1]),
                 1.0 + pulse * math.sin(w + ph[2]), 1.0 - squash * (0.5 + 0.5 * math.sin(w + ph[3])),
@@ -532,14 +532,16 @@ def _cine_path(rng: np.random.Generator, motion: str, size: int, n: int
 
 
 def make_cine(seed: int = 0, n_frames: int = 24, size: int = 256, geometry: str = "sector",
-              motion: str = "mixed", structure: str = "cyst", fps: float = 25.0,
-              dropout: float = 0.15, shadow: bool = True, decorrelation: float = 0.3) -> Cine:
+              motion: str = "mixed", structure: str = "cyst", fps: float = 30.0,
+              period: float = 30.0, dropout: float = 0.15, shadow: bool = True,
+              decorrelation: float = 0.3) -> Cine:
     """Render a seeded cine loop: one cyst or hypoechoic lesion moving, pulsating, deforming.
 
     The scene is the phantom's (see the module docstring) with time added: tissue scatterers
     are fixed, so speckle persists from frame to frame and decorrelates by ``decorrelation``
     (0 = frozen, 1 = new speckle every frame); electronic noise is new each frame. The target's
-    shape follows :func:`_cine_path`'s motion model and stays inside the field of view on every
+    shape follows :func:`_cine_path`'s motion model, one cycle per ``period`` frames (30: a
+    heartbeat of 1 s at the default 30 frames/s), and stays inside the field of view on every
     frame. ``shadow`` adds a small calcification above the target's path whose acoustic shadow
     darkens part of it on some frames; ``dropout`` is the chance per frame of a band of scan
     lines losing 12-20 dB (poor contact). Masks are exact for every frame.
@@ -560,9 +562,10 @@ def make_cine(seed: int = 0, n_frames: int = 24, size: int = 256, geometry: str 
         raise ValueError(f"motion must be one of {MOTIONS}, got {motion!r}")
     if structure not in TARGETS:
         raise ValueError(f"structure must be one of {TARGETS}, got {structure!r}")
-    if not 0.0 <= dropout <= 1.0 or not 0.0 <= decorrelation <= 1.0 or not fps > 0:
-        raise ValueError(f"need 0 <= dropout, decorrelation <= 1 and fps > 0, got {dropout}, "
-                         f"{decorrelation}, {fps}")
+    if not 0.0 <= dropout <= 1.0 or not 0.0 <= decorrelation <= 1.0 or not fps > 0 \
+            or not period > 0:
+        raise ValueError(f"need 0 <= dropout, decorrelation <= 1 and fps, period > 0, got "
+                         f"{dropout}, {decorrelation}, {fps}, {period}")
     n, size = int(n_frames), int(size)
     rng = np.random.default_rng(np.random.SeedSequence([int(seed) & (2**63 - 1), 7919,
                                                         GEOMETRIES.index(geometry),
@@ -579,7 +582,7 @@ def make_cine(seed: int = 0, n_frames: int = 24, size: int = 256, geometry: str 
         radius = rng.uniform(0.08, 0.12) * size
         aspect0, angle = rng.uniform(0.75, 1.0), rng.uniform(0.0, np.pi)
         harmonics = rng.uniform(0.0, lobes, size=4)
-        path = _cine_path(rng, motion, size, n)
+        path = _cine_path(rng, motion, size, float(period))
         phi = np.linspace(0, 2 * np.pi, 64, endpoint=False)
         fits = True
         for t in range(n):

@@ -11,9 +11,11 @@ from ultrasam.inference.tracking import (
     FrameResult,
     Tracker,
     TrackerConfig,
+    estimate_shift,
     interior_point,
     mask_box,
     quality_flags,
+    shift_logits,
 )
 from ultrasam.modeling import build_model
 from ultrasam.predictor import Predictor
@@ -56,7 +58,7 @@ def test_frame_order_one_encoding_per_frame_and_sources(model, cine) -> None:
 def test_each_frame_is_prompted_by_its_neighbour_towards_the_prompt(model, cine) -> None:
     """Recompute the chain by hand with a separate predictor: forward and backward carries."""
     margin = 0.15
-    tr = _tracker(model, cine, box_margin=margin)
+    tr = _tracker(model, cine, box_margin=margin, motion=False)
     tr.add_prompt(4, box=cine.boxes[4])
     results = {r.frame: r for r in tr.propagate()}
     ref = Predictor(model)
@@ -76,7 +78,8 @@ def test_each_frame_is_prompted_by_its_neighbour_towards_the_prompt(model, cine)
 
 
 def test_carry_point_prompts_with_the_interior_most_point(model, cine) -> None:
-    tr = _tracker(model, cine, carry_point=True, carry_box=False, carry_logits=False)
+    tr = _tracker(model, cine, carry_point=True, carry_box=False, carry_logits=False,
+                  motion=False)
     tr.add_prompt(0, box=cine.boxes[0])
     results = tr.propagate()
     ref = Predictor(model)
@@ -84,6 +87,41 @@ def test_carry_point_prompts_with_the_interior_most_point(model, cine) -> None:
     m, _, _ = ref.predict(point_coords=interior_point(results[0].mask),
                           point_labels=np.ones(1), multimask_output=False)
     assert np.array_equal(m[0], results[1].mask)
+
+
+def test_motion_moves_every_carried_prompt_by_the_measured_shift(model, cine) -> None:
+    tr = _tracker(model, cine, carry_point=True)
+    tr.add_prompt(4, box=cine.boxes[4])
+    results = {r.frame: r for r in tr.propagate()}
+    ref = Predictor(model)
+    ref.set_image(cine.frames[4])
+    _, _, low = ref.predict(box=cine.boxes[4], multimask_output=False)
+    prev = results[4].mask
+    dx, dy = estimate_shift(tr._grey(4), tr._grey(5), mask_box(prev))
+    ref.set_image(cine.frames[5])
+    m, _, _ = ref.predict(point_coords=interior_point(prev) + [dx, dy], point_labels=[1],
+                          box=mask_box(prev) + [dx, dy, dx, dy],
+                          mask_input=shift_logits(low, dx, dy, prev.shape),
+                          multimask_output=False)
+    assert np.array_equal(m[0], results[5].mask)
+
+
+def test_estimate_shift_follows_a_translating_cyst() -> None:
+    cine = make_cine(3, n_frames=6, size=128, motion="translate", dropout=0.0, shadow=False)
+    tr = Tracker(Predictor(build_model("tiny")), cine.frames)
+    for k in range(5):
+        a, b = cine.masks[k], cine.masks[k + 1]
+        truth = np.argwhere(b).mean(axis=0) - np.argwhere(a).mean(axis=0)  # (dy, dx)
+        dx, dy = estimate_shift(tr._grey(k), tr._grey(k + 1), mask_box(a))
+        assert abs(dx - truth[1]) <= 1.5 and abs(dy - truth[0]) <= 1.5, (k, dx, dy, truth)
+
+
+def test_shift_logits_moves_by_image_pixels() -> None:
+    logits = np.full((1, 32, 32), -5.0, np.float32)
+    logits[0, 10:14, 8:12] = 5.0
+    moved = shift_logits(logits, 8.0, -4.0, (64, 128))  # 32 cells over 128 px: 4 px per cell
+    assert np.array_equal(moved[0] > 0, np.roll(np.roll(logits[0] > 0, 2, axis=1), -1, axis=0))
+    assert moved.min() == -5.0
 
 
 def test_propagating_again_reuses_everything(model, cine) -> None:

@@ -93,8 +93,8 @@ def _track(args: argparse.Namespace) -> int:
 
     objects = parse_objects(getattr(args, "prompt_items", None) or [])
     # Only the options given on the command line: the library's defaults are the defaults.
-    chosen = {key: getattr(args, key) for key in ("carry_point", "box_margin", "min_score",
-                                                  "max_area_change", "on_drift")
+    chosen = {key: getattr(args, key) for key in ("carry_point", "motion", "box_margin",
+                                                  "min_score", "max_area_change", "on_drift")
               if getattr(args, key) is not None}
     config = TrackerConfig(**chosen)
     summary = track_file(args.input, args.out, objects, checkpoint=args.checkpoint,
@@ -139,8 +139,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--carry-point", action="store_true", default=None,
                    help="also carry the previous mask's interior-most point between frames")
     p.add_argument("--box-margin", type=float,
-                   help="widen the carried box by this fraction per side (default: "
-                        "TrackerConfig's)")
+                   help="widen (or, negative, shrink) the carried box by this fraction per "
+                        "side (default 0: the model fills the box it is given)")
+    p.add_argument("--no-motion", dest="motion", action="store_false", default=None,
+                   help="do not move the carried prompts by the measured frame-to-frame "
+                        "displacement")
     p.add_argument("--min-score", type=float,
                    help="flag frames whose predicted IoU is below this")
     p.add_argument("--max-area-change", type=float,
