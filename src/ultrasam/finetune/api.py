@@ -232,7 +232,8 @@ def _result(run: _Run, task: str, data: Any, splits: dict[str, list[int]], fitre
     trainable = sum(p.numel() for p in run.net.parameters() if p.requires_grad)
     if run.features is not None:
         trainable = sum(p.numel() for p in run.head.parameters())
-    return {"task": task, "data": str(data), "encoder": run.encoder_name,
+    where = data.description if isinstance(data, ImageSource) else str(data)
+    return {"task": task, "data": where, "encoder": run.encoder_name,
             "encoder_family": run.encoder.family, "mode": cfg.mode,
             "head": cfg.head if task == "classification" else "fpn-decoder",
             "label_fraction": cfg.label_fraction,
@@ -243,21 +244,28 @@ def _result(run: _Run, task: str, data: Any, splits: dict[str, list[int]], fitre
             "config": cfg.to_dict()}
 
 
+def _source(data: Any, cfg: FinetuneConfig) -> ImageSource:
+    """An already opened source (several runs on one corpus parse it once) or a path."""
+    if isinstance(data, ImageSource):
+        return data
+    return open_source(data, cfg.datasets, cfg.label_field)
+
+
 def _config(config: FinetuneConfig | None, overrides: dict[str, Any]) -> FinetuneConfig:
     cfg = config or FinetuneConfig()
     return cfg.replace(**overrides) if overrides else cfg
 
 
 # ---------------------------------------------------------------------------- classification
-def classify(data: str | Path | Sequence[str | Path], out: str | Path, config: FinetuneConfig | None = None,
+def classify(data: str | Path | Sequence[str | Path] | ImageSource, out: str | Path, config: FinetuneConfig | None = None,
              resume: bool = False, **overrides: Any) -> dict[str, Any]:
     """Fine-tune an image classifier on ``data`` (a COCO corpus with an image-level label
-    field, or a folder per class) and write its report into ``out``; returns the result dict
+    field, or a folder per class, or an :class:`ImageSource` already opened) and write its report into ``out``; returns the result dict
     (also ``out/metrics.json``). ``overrides``: any :class:`FinetuneConfig` field."""
     cfg = _config(config, overrides)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = open_source(data, cfg.datasets, cfg.label_field)
+    source = _source(data, cfg)
     records = [r for r in source.records if r.label is not None]
     classes = sorted({r.label for r in records if r.label is not None})
     if len(classes) < 2:
@@ -364,14 +372,14 @@ def _seg_records(run: _Run, source: ImageSource, records: list[Record], idx: Seq
     return out
 
 
-def segment(data: str | Path | Sequence[str | Path], out: str | Path, config: FinetuneConfig | None = None,
+def segment(data: str | Path | Sequence[str | Path] | ImageSource, out: str | Path, config: FinetuneConfig | None = None,
             resume: bool = False, **overrides: Any) -> dict[str, Any]:
     """Fine-tune a prompt-free segmenter (encoder + light FPN decoder) on the instances of a
     COCO corpus, one class per structure; write its report into ``out`` and return it."""
     cfg = _config(config, overrides)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = open_source(data, cfg.datasets, cfg.label_field)
+    source = _source(data, cfg)
     if source.kind == "folder":
         raise ValueError("segmentation needs masks: give a COCO corpus, not a class folder")
     present = source.structures
