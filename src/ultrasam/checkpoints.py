@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from .checkpoint_checks import (
     check_config_bounds,
@@ -201,11 +202,27 @@ def infer_config(state: dict[str, torch.Tensor], source: str = "weights") -> Mod
     return ModelConfig(variant="custom", **fields)
 
 
+class _SkipRandomInit(TorchFunctionMode):
+    """Random initialisation skipped while building on the ``meta`` device: it computes nothing
+    there, yet PyTorch's meta ``normal_`` is a Python reference that imports ``torch._dynamo``
+    on first use (seconds; more than the whole rest of building a SAM on ``meta``)."""
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (),
+                           kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init" or \
+                getattr(func, "__name__", None) == "normal_":
+            return args[0] if args else kwargs["tensor"]  # init functions return the tensor
+        if func is torch.randn:
+            return torch.empty(*args, **kwargs)
+        return func(*args, **kwargs)
+
+
 def build_empty(config: ModelConfig, source: str) -> PromptableModel:
     """The model of a checked config on the ``meta`` device: shapes only, no memory, no random
     initialisation (:func:`check_and_load` then assigns the real weights)."""
     check_config_bounds(config, source)
-    with torch.device("meta"):
+    with torch.device("meta"), _SkipRandomInit():
         model = build_model(config)
     check_parameter_count(sum(p.numel() for p in model.parameters()), source)
     return model
