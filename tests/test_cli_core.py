@@ -110,14 +110,15 @@ def test_predict_bad_input_one_line_errors(tmp_path: Path, sam_checkpoint: Path)
     assert r.returncode != 0 and "missing.png" in r.stderr
 
 
-def test_demo_without_default_model_says_so(tmp_path: Path) -> None:
-    from ultrasam.checkpoints import DEFAULT_MODEL_DIR
+def test_demo_without_default_model_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    # An installation without bundled weights (the demo with them: test_default_model.py).
+    import ultrasam.checkpoints as checkpoints
+    from ultrasam.demo import run_demo
 
-    r = _cli("demo", "--out", str(tmp_path / "demo"))
-    if (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
-        assert r.returncode == 0, r.stderr
-        assert (tmp_path / "demo" / "phantom.overlay.png").is_file()
-    else:
-        assert r.returncode != 0
-        assert "no trained default model" in r.stderr.lower()
-        assert len(r.stderr.strip().splitlines()) == 1
+    monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", tmp_path / "no_weights")
+    assert run_demo(tmp_path / "demo") == 3
+    err = capsys.readouterr().err
+    assert "no trained default model" in err.lower()
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "demo").exists()

@@ -40,10 +40,11 @@ def small() -> torch.nn.Module:
 
 
 # ------------------------------------------------------------------------------ config
-def test_small_is_registered_and_other_variants_are_vit() -> None:
+def test_small_is_registered_and_sam_variants_are_vit() -> None:
     assert VARIANTS["small"] is SMALL
     assert SMALL.encoder == "conv" and SMALL.embed_size == 64 and SMALL.mask_size == 256
-    assert {c.encoder for k, c in VARIANTS.items() if k != "small"} == {"vit"}
+    assert VARIANTS["fusion"].encoder == "fusion"  # the early-fusion default model
+    assert {c.encoder for k, c in VARIANTS.items() if k not in ("small", "fusion")} == {"vit"}
 
 
 def test_conv_config_validation_and_round_trip() -> None:
