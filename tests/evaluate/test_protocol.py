@@ -194,12 +194,18 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "checkpoint not found" in capsys.readouterr().err
 
 
-def test_no_checkpoint_means_the_bundled_model(tmp_path: Path) -> None:
-    from ultrasam.checkpoints import DEFAULT_MODEL_DIR
+def test_no_checkpoint_means_the_bundled_model(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import ultrasam.checkpoints as checkpoints
 
-    if (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
-        pytest.skip("a default model is bundled: nothing to check about its absence")
     data = write_synthetic_coco(tmp_path / "SYN")
+    if (checkpoints.DEFAULT_MODEL_DIR / "model.safetensors").is_file():
+        # With the bundled model: it is the one evaluated, under the name "default".
+        evaluate(None, data, tmp_path / "with", baselines=(), sweeps=False, max_images=2,
+                 protocols=["box"])
+        assert (tmp_path / "with" / "default" / "box").is_dir()
+    # Without one: a clear error before any work.
+    monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", tmp_path / "no_weights")
     with pytest.raises(RuntimeError, match="default model"):
         evaluate(None, data, tmp_path / "o", baselines=("ellipse",))
     assert not (tmp_path / "o" / "baseline-ellipse").exists()   # failed before any work
