@@ -39,6 +39,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import cpu_name
+
 CORPUS = ROOT.parent / "shared" / "data" / "us-corpus"
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -185,7 +188,7 @@ def main() -> None:
         "benchmark": "batch prediction throughput (ultrasam predict, JSONL manifest, boxes)",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": model_label, "subset": subset,
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_before": load_before, "load_avg_after": load_after},
         "command": " ".join(["python", "benchmarks/bench_batch_predict.py", *_public_args()]),
         "runs": runs, "threads_check": threads}
@@ -207,16 +210,6 @@ def _public_args() -> list[str]:
         elif a.split("=")[0] not in ("--out", "--corpus", "--checkpoint"):
             args.append(a)
     return args
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,9 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _reference import cpu_name
+
 sys.path.insert(0, str(ROOT / "src"))
 
 from ultrasam.finetune import FinetuneConfig, classify, segment
@@ -56,16 +58,6 @@ TASKS = {  # name -> (kind, dataset, structures)
 # Every corpus dataset's train split trained the default model (runs/default_cpu config).
 DEFAULT_TRAINING_DATASETS = ("BUSI", "BUS_UCLM", "DDTI", "HC", "MMOTU_2d", "NERVE", "PSFHS",
                              "STU-Hospital", "TG3K", "USGRA")
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def paired_diff(a: np.ndarray, b: np.ndarray, stat: Any, n_boot: int = 1000,
@@ -205,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                         d, lo, hi = paired_diff(rows_a, rows_b, stat, seed=args.seed)
                         rows[-2]["diff_vs_random"] = [d, lo, hi]
     meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
+            "cpu": cpu_name(), "cores": os.cpu_count(), "threads": args.threads,
             "note": "2-core CPU shared with a training run; nice 19",
             "default_checkpoint": default_label, "baseline": encoders[1][0],
             "splits": "default model's corpus split (test images unseen in its training)"
