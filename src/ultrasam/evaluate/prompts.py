@@ -88,7 +88,9 @@ def random_interior_point(mask: np.ndarray, rng: np.random.Generator) -> np.ndar
     return np.array([cols[k], rows[k]], dtype=np.float64)
 
 
-def _interior_distance(region: np.ndarray) -> np.ndarray:
+def interior_distance(region: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance of each pixel of a bool H x W region to its boundary (the image
+    edge counts as boundary); 0 outside the region."""
     import cv2
 
     # Pad with background so that the image edge counts as the region's boundary.
@@ -112,7 +114,7 @@ def corrective_click(pred: np.ndarray, gt: np.ndarray,
     fn, fp = g & ~p, p & ~g
     if not fn.any() and not fp.any():
         return None
-    d_fn, d_fp = _interior_distance(fn), _interior_distance(fp)
+    d_fn, d_fp = interior_distance(fn), interior_distance(fp)
     best_fn, best_fp = float(d_fn.max()), float(d_fp.max())
     # On equal depth prefer the positive click (the object is what the user is after).
     dist, label = (d_fn, 1) if best_fn >= best_fp else (d_fp, 0)

@@ -35,12 +35,13 @@ import torch
 import torch.nn.functional as F
 
 from ..config import get_config
+from ..evaluate.prompts import mask_box_xyxy
 from ..modeling.build import build_model
 from ..modeling.fusion import FusionNet, rasterise_prompts
 from .config import _build, _parse_config_text, _set_dotted, parse_override
 from .fusion_augment import AugmentConfig, augment
 from .fusion_cache import TrainCache, build_cache, load_cache
-from .fusion_prompts import PromptBatch, corrective_clicks, initial_prompts, mask_box
+from .fusion_prompts import PromptBatch, corrective_clicks, initial_prompts
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ def simulate_prompts(model: FusionNet, emb: torch.Tensor, data: StepData,
         for i in range(b):
             if (present[i] and not is_box[i] and pred[i].any()
                     and rng.random() < pc.p_refine_style):
-                prompts.boxes[i] = torch.as_tensor(mask_box(pred[i]), dtype=torch.float32)
+                prompts.boxes[i] = torch.as_tensor(mask_box_xyxy(pred[i]), dtype=torch.float32)
                 prompts.labels[i] = -1
     return prompts, prev, present
 
@@ -337,7 +338,7 @@ def build_eval_set(cache: TrainCache, n_images: int, seed: int) -> EvalSet:
         h, w = cache.sizes[i]
         v[:h, :w] = True
         vs.append(v)
-        bs.append(torch.as_tensor(mask_box(m), dtype=torch.float32))
+        bs.append(torch.as_tensor(mask_box_xyxy(m), dtype=torch.float32))
         ps.append(torch.as_tensor(centroid_point(m), dtype=torch.float32))
     return EvalSet(torch.stack(xs), torch.stack(ms), torch.stack(vs), torch.stack(bs),
                    torch.stack(ps))

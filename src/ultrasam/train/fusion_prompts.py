@@ -5,18 +5,19 @@ padded tensors so one forward pass serves a mixed batch: points B x N x 2 with l
 (-1 = padding), boxes B x 4 with a box of -1s meaning "no box" (it rasterises to empty maps).
 
 Clicks follow the interactive-segmentation convention (RITM, the NoC protocol): a corrective
-click goes to the interior-most pixel (largest distance to the region's boundary, exact
-Euclidean distance transform) of the larger error region, positive in a missed region and
-negative in a false one.
+click goes to the interior-most pixel of the larger error region, positive in a missed region
+and negative in a false one — the evaluation's own rule (``evaluate.prompts.corrective_click``),
+so training and the NoC protocol click alike.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
+
+from ..evaluate.prompts import corrective_click, interior_distance, mask_box_xyxy
 
 NO_BOX = -1.0
 
@@ -37,30 +38,17 @@ class PromptBatch:
                            self.boxes)
 
 
-def distance_inside(region: np.ndarray) -> np.ndarray:
-    """Euclidean distance of each pixel of a bool H x W region to its boundary (image edge
-    counts as boundary); 0 outside."""
-    padded = np.pad(region.astype(np.uint8), 1)
-    return cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
-
-
 def interior_click(region: np.ndarray, rng: np.random.Generator, spread: float = 0.0
                    ) -> tuple[np.ndarray, float]:
     """A click inside ``region``: the interior-most pixel (``spread`` 0) or a random pixel whose
     depth is at least ``(1 - spread)`` x the maximum. Returns (xy (2,), max depth)."""
-    d = distance_inside(region)
+    d = interior_distance(region)
     top = float(d.max())
     if top <= 0:
         return np.zeros(2), 0.0
     rows, cols = np.nonzero(d >= top * (1.0 - spread) - 1e-6)
     k = int(rng.integers(rows.size))
     return np.array([cols[k], rows[k]], dtype=np.float64), top
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """XYXY box of a bool mask, x1/y1 exclusive (last index + 1)."""
-    rows, cols = np.nonzero(mask)
-    return np.array([cols.min(), rows.min(), cols.max() + 1, rows.max() + 1], np.float64)
 
 
 def initial_prompts(masks: np.ndarray, valid: np.ndarray, rng: np.random.Generator,
@@ -80,7 +68,7 @@ def initial_prompts(masks: np.ndarray, valid: np.ndarray, rng: np.random.Generat
     for i in range(b):
         m = masks[i]
         if is_box[i]:
-            x0, y0, x1, y1 = mask_box(m)
+            x0, y0, x1, y1 = mask_box_xyxy(m)
             if rng.random() < 0.5:
                 w, h = x1 - x0, y1 - y0
                 x0, x1 = x0 + rng.uniform(-box_jitter, box_jitter) * w, \
@@ -101,7 +89,7 @@ def initial_prompts(masks: np.ndarray, valid: np.ndarray, rng: np.random.Generat
                                    else 0.7)
             row.append((xy[0], xy[1], 1))
         if n_neg:
-            x0, y0, x1, y1 = mask_box(m)
+            x0, y0, x1, y1 = mask_box_xyxy(m)
             pad_x, pad_y = 0.5 * (x1 - x0) + 4, 0.5 * (y1 - y0) + 4
             near = np.zeros_like(m)
             near[int(max(0, y0 - pad_y)):int(min(s, y1 + pad_y)),
@@ -135,16 +123,8 @@ def corrective_clicks(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray,
     label = np.zeros(b, np.int64)
     ok = np.zeros(b, bool)
     for i in range(b):
-        fn = gt[i] & ~pred[i] & valid[i]
-        fp = pred[i] & ~gt[i] & valid[i]
-        d_fn, d_fp = distance_inside(fn), distance_inside(fp)
-        best_fn, best_fp = float(d_fn.max()), float(d_fp.max())
-        if best_fn <= 0 and best_fp <= 0:
-            continue
-        d, lab = (d_fn, 1) if best_fn >= best_fp else (d_fp, 0)
-        rows, cols = np.nonzero(d >= d.max() - 1e-6)
-        k = int(rng.integers(rows.size))
-        xy[i] = (cols[k], rows[k])
-        label[i] = lab
-        ok[i] = True
+        # The evaluation protocol's rule, on the valid (unpadded) region.
+        click = corrective_click(pred[i] & valid[i], gt[i], rng)
+        if click is not None:
+            xy[i], label[i], ok[i] = click[0], click[1], True
     return xy, label, ok
