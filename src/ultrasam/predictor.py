@@ -30,6 +30,7 @@ from .errors import UserInputError
 from .modeling.base import PromptableModel
 from .modeling.fast_decoder import DecoderImageCache, fast_decode, prepare_image
 from .modeling.sam import Sam
+from .prompt_checks import PromptError, check_box, check_mask_input, check_points
 from .refine import refine_two_pass
 from .transforms import ResizeLongestSide
 
@@ -37,10 +38,6 @@ log = logging.getLogger(__name__)
 
 PostProcessing = Literal["sam", "ultrasam", "medsam"]
 MEDSAM_THRESHOLD = 0.5  # on probabilities, as MedSAM_Inference.py does
-
-
-class PromptError(UserInputError):
-    """A prompt that does not fit the image (the message names the value)."""
 
 
 class _LazyDecoderCache:
@@ -271,15 +268,15 @@ class Predictor:
         assert size is not None
         coords_t = labels_t = box_t = mask_t = None
         if point_coords is not None or point_labels is not None:
-            coords, labels = _check_points(point_coords, point_labels, size)
+            coords, labels = check_points(point_coords, point_labels, size)
             coords = self.transform.apply_coords(coords, size)
             coords_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)[None]
             labels_t = torch.as_tensor(labels, dtype=torch.int, device=self.device)[None]
         if box is not None:
-            b = self.transform.apply_boxes(_check_box(box, size), size)
+            b = self.transform.apply_boxes(check_box(box, size), size)
             box_t = torch.as_tensor(b, dtype=torch.float, device=self.device)
         if mask_input is not None:
-            mask_t = torch.as_tensor(_check_mask_input(mask_input, self.model.config.mask_size),
+            mask_t = torch.as_tensor(check_mask_input(mask_input, self.model.config.mask_size),
                                      dtype=torch.float, device=self.device)[None]
         if coords_t is None and box_t is None and mask_t is None:
             raise PromptError("no prompt given: pass point_coords/point_labels, box or "
@@ -374,57 +371,3 @@ def _to_numpy(t: torch.Tensor) -> np.ndarray:
     if t.is_floating_point():
         t = t.float()
     return t.detach().cpu().numpy()
-
-
-# ------------------------------------------------------------------------- validation
-def _as_float_array(value: Any, name: str) -> np.ndarray:
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        raise PromptError(f"{name} must be numeric, got {type(value).__name__}") from e
-    if not np.all(np.isfinite(arr)):
-        raise PromptError(f"{name} contains NaN or infinite values: {arr.tolist()}")
-    return arr
-
-
-def _check_points(coords: Any, labels: Any, size: tuple[int, int]
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    if coords is None or labels is None:
-        raise PromptError("point_coords and point_labels must be given together")
-    c = _as_float_array(coords, "point_coords")
-    lab = np.asarray(labels)
-    if c.ndim != 2 or c.shape[1] != 2:
-        raise PromptError(f"point_coords must be N x 2 (x, y), got shape {c.shape}")
-    if lab.ndim != 1 or lab.shape[0] != c.shape[0]:
-        raise PromptError(f"point_labels must have shape ({c.shape[0]},), got {lab.shape}")
-    if c.shape[0] == 0:
-        raise PromptError("point_coords is empty")
-    bad = sorted(set(np.unique(lab).tolist()) - {0, 1})
-    if bad:
-        raise PromptError(f"point_labels must be 1 (foreground) or 0 (background), got {bad}")
-    h, w = size
-    outside = [tuple(p) for p in c.tolist() if not (0 <= p[0] <= w and 0 <= p[1] <= h)]
-    if outside:
-        raise PromptError(f"points outside the {w}x{h} image (x in [0, {w}], y in [0, {h}]): "
-                         f"{outside}")
-    return c, lab.astype(np.int64)
-
-
-def _check_box(box: Any, size: tuple[int, int]) -> np.ndarray:
-    b = _as_float_array(box, "box").reshape(-1)
-    if b.shape != (4,):
-        raise PromptError(f"box must be 4 numbers (x0, y0, x1, y1), got {b.size}")
-    x0, y0, x1, y1 = b.tolist()
-    if x1 <= x0 or y1 <= y0:
-        raise PromptError(f"box must have x1 > x0 and y1 > y0 (XYXY), got {b.tolist()}")
-    h, w = size
-    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-        raise PromptError(f"box {b.tolist()} extends outside the {w}x{h} image")
-    return b
-
-
-def _check_mask_input(mask: Any, size: int) -> np.ndarray:
-    m = _as_float_array(mask, "mask_input")
-    if m.shape != (1, size, size):
-        raise PromptError(f"mask_input must be 1 x {size} x {size} low-res logits, got {m.shape}")
-    return m
