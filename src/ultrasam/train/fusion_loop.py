@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FusionModelSection:
-    """``init_from``: a native model folder to warm-start from (weights only)."""
+    """``init_from``: warm-start weights (not the optimiser): a native model folder, or an
+    earlier fusion run folder, whose ``last.pt`` gives the full-precision weights."""
 
     variant: str = "fusion"
     overrides: dict[str, Any] = field(default_factory=dict)
@@ -410,9 +411,7 @@ def train_fusion(cfg: FusionTrainConfig) -> dict[str, Any]:
     if not isinstance(model, FusionNet):
         raise ValueError(f"recipe 'fusion' trains FusionNet variants, not {cfg.model.variant}")
     if cfg.model.init_from:
-        from ..checkpoints import load_model
-
-        model.load_state_dict(load_model(cfg.model.init_from).state_dict())
+        model.load_state_dict(_init_weights(Path(cfg.model.init_from)))
     model = model.to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
                             weight_decay=cfg.optim.weight_decay)
@@ -457,6 +456,15 @@ def train_fusion(cfg: FusionTrainConfig) -> dict[str, Any]:
     _save(ckpt, model, opt, step, seen, elapsed + time.time() - start)
     metrics_f.close()
     return {"out_dir": str(out), "step": step, "images_seen": seen, "stopped": stopped}
+
+
+def _init_weights(src: Path) -> dict[str, torch.Tensor]:
+    """Warm-start weights: a run folder's fp32 ``last.pt`` (exported folders hold fp16)."""
+    if (src / "last.pt").is_file():
+        return torch.load(src / "last.pt", map_location="cpu", weights_only=True)["model"]
+    from ..checkpoints import load_model
+
+    return load_model(src).state_dict()
 
 
 def export_fusion(run_dir: str | Path, out_dir: str | Path, card: str | None = None) -> Path:
