@@ -10,7 +10,8 @@ import pytest
 
 from ultrasam.data.coco import CocoWriter, write_json
 from ultrasam.data.corpus import split_corpus
-from ultrasam.data.dataset import CocoDataset, open_dataset, sample_weights, weighted_sampler
+from ultrasam.data.dataset import CocoDataset, sample_weights, weighted_sampler
+from ultrasam.data.factory import open_dataset
 
 
 def _dataset(root: Path, name: str, n: int, split: str | None = None) -> Path:

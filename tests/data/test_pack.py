@@ -10,7 +10,8 @@ import pytest
 
 from ultrasam.cli import main as cli_main
 from ultrasam.data.coco import CocoWriter, write_json
-from ultrasam.data.dataset import CocoDataset, open_dataset
+from ultrasam.data.dataset import CocoDataset
+from ultrasam.data.factory import open_dataset
 from ultrasam.data.pack import PackDataset, cap_indices, iter_pack, pack
 
 MIB = 2**20

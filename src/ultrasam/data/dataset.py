@@ -8,7 +8,8 @@ returning :class:`Sample`. Sources it understands:
   folder, named by ``info.image_root`` relative to the JSON's folder, else the JSON's folder);
 - a corpus folder: with ``split`` given and ``<split>.coco.json`` present, that merge;
   otherwise every ``<dataset>/annotations.coco.json``;
-- a pack folder (``pack.json``, see :mod:`ultrasam.data.pack`).
+- a pack folder (``pack.json``, see :mod:`ultrasam.data.pack`): open it with
+  :func:`ultrasam.data.factory.open_dataset`, which picks the reader for a path.
 
 ``split`` selects images whose ``split`` field equals it. Per-dataset files hold only official
 splits, so there ``split="train"`` also takes the images without an official split (everything
@@ -23,89 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .coco import decode_rle, read_coco
+from .decode import read_image
+from .sample import Sample, spacing_of
+from .selection import check_split, norm_name, split_matches
 
 ANNOTATIONS = "annotations.coco.json"
-SPLITS = ("train", "val", "test")
 
-
-@dataclass
-class Sample:
-    """One image and its instances.
-
-    ``image``: H x W x 3 uint8 RGB (grayscale replicated to 3 channels).
-    ``masks``: N x H x W bool, one per instance (N may be 0).
-    ``structures``: N structure names, aligned with ``masks``.
-    ``spacing_mm``: (row, column) pixel spacing in millimetres at this image size, or None.
-    """
-
-    image: np.ndarray
-    masks: np.ndarray
-    structures: list[str]
-    dataset: str
-    image_id: int
-    file_name: str
-    group: str | None
-    split: str | None
-    spacing_mm: tuple[float, float] | None = None
-    label: str | None = None
-
-
-def _norm(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum())
-
-
-def _check_split(split: str | None) -> None:
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
-
-
-def split_matches(value: str | None, wanted: str | None) -> bool:
-    """The module's split rule: null (no official split) counts as train."""
-    return wanted is None or value == wanted or (value is None and wanted == "train")
-
-
-def spacing_of(record: dict[str, Any]) -> tuple[float, float] | None:
-    """(row, column) mm per pixel from ``pixel_spacing_mm`` (a number or a pair), or None."""
-    value = record.get("pixel_spacing_mm")
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value), float(value)
-    if isinstance(value, (list, tuple)) and len(value) == 2:
-        return float(value[0]), float(value[1])
-    raise ValueError(f"bad pixel_spacing_mm {value!r} for image {record.get('file_name')}")
-
-
-def to_rgb(image: np.ndarray, name: str) -> np.ndarray:
-    """H x W x 3 uint8 RGB from an OpenCV-decoded array (gray, BGR or BGRA, 8 or 16 bit)."""
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    if image.dtype != np.uint8:
-        raise ValueError(f"{name}: unsupported image dtype {image.dtype}")
-    if image.ndim == 2:
-        return np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim == 3 and image.shape[2] == 1:
-        return np.repeat(image, 3, axis=2)
-    if image.ndim == 3 and image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
-    if image.ndim == 3 and image.shape[2] == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    raise ValueError(f"{name}: unsupported image shape {image.shape}")
-
-
-def read_image(path: Path) -> np.ndarray:
-    """H x W x 3 uint8 RGB; ``FileNotFoundError``/``ValueError`` naming the file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if image is None:
-        raise ValueError(f"unreadable image: {path}")
-    return to_rgb(image, str(path))
+# Sample and read_image live in .sample and .decode; re-exported for callers that read a
+# COCO dataset and its images through this module.
+__all__ = ["ANNOTATIONS", "CocoDataset", "Sample", "coco_files", "read_image", "sample_weights",
+           "weighted_sampler"]
 
 
 @dataclass
@@ -156,11 +87,11 @@ class CocoDataset:
 
     def __init__(self, path_or_paths: Path | str | Sequence[Path | str],
                  split: str | None = None, datasets: Sequence[str] | None = None) -> None:
-        _check_split(split)
+        check_split(split)
         paths = [path_or_paths] if isinstance(path_or_paths, (str, Path)) else list(path_or_paths)
         if not paths:
             raise ValueError("no dataset path given")
-        wanted = {_norm(d) for d in datasets} if datasets else None
+        wanted = {norm_name(d) for d in datasets} if datasets else None
         self.split = split
         self.entries: list[_Entry] = []
         for p in paths:
@@ -181,7 +112,7 @@ class CocoDataset:
         root = _image_root(path, coco)
         for im in sorted(coco["images"], key=lambda r: r["id"]):
             ds = im.get("dataset") or default_ds
-            if wanted is not None and _norm(ds) not in wanted:
+            if wanted is not None and norm_name(ds) not in wanted:
                 continue
             if not split_matches(im.get("split"), split):
                 continue
@@ -219,16 +150,6 @@ class CocoDataset:
                       split=im.get("split"), spacing_mm=spacing_of(im), label=im.get("label"))
 
 
-def open_dataset(path: Path | str, split: str | None = None,
-                 datasets: Sequence[str] | None = None) -> Any:
-    """A :class:`PackDataset` for a pack folder or file, else a :class:`CocoDataset`."""
-    path = Path(path)
-    if (path.is_dir() and (path / "pack.json").is_file()) or path.name == "pack.json":
-        from .pack import PackDataset
-        return PackDataset(path if path.is_dir() else path.parent, split=split, datasets=datasets)
-    return CocoDataset(path, split=split, datasets=datasets)
-
-
 def sample_weights(dataset: Any, weights: dict[str, float],
                    default: float | None = None) -> np.ndarray:
     """Per-sample probabilities (N float64, sum 1) giving each dataset a share ∝ its weight.
@@ -238,15 +159,15 @@ def sample_weights(dataset: Any, weights: dict[str, float],
     """
     names = [dataset.dataset_of(i) for i in range(len(dataset))]
     counts = Counter(names)
-    table = {_norm(k): float(v) for k, v in weights.items()}
-    unknown = sorted(k for k in weights if _norm(k) not in {_norm(n) for n in counts})
+    table = {norm_name(k): float(v) for k, v in weights.items()}
+    unknown = sorted(k for k in weights if norm_name(k) not in {norm_name(n) for n in counts})
     if unknown:
         raise ValueError(f"weights name datasets not in the data: {unknown}; "
                          f"present: {sorted(counts)}")
-    missing = sorted(n for n in counts if _norm(n) not in table)
+    missing = sorted(n for n in counts if norm_name(n) not in table)
     if missing and default is None:
         raise ValueError(f"no weight for datasets {missing} (pass default=...)")
-    per = np.array([table.get(_norm(n), default or 0.0) / counts[n] for n in names])
+    per = np.array([table.get(norm_name(n), default or 0.0) / counts[n] for n in names])
     if (per < 0).any() or per.sum() <= 0:
         raise ValueError(f"weights must be non-negative with a positive total, got {weights}")
     return per / per.sum()

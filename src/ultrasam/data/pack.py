@@ -42,7 +42,10 @@ import cv2
 import numpy as np
 
 from .coco import decode_rle, encode_rle
-from .dataset import CocoDataset, Sample, _norm, spacing_of, to_rgb
+from .dataset import CocoDataset
+from .decode import to_rgb
+from .sample import Sample, spacing_of
+from .selection import check_split, norm_name, split_matches
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +120,12 @@ def pack(corpus_or_coco: Path | str, out: Path | str, max_side: int = 256, quali
         raise ValueError(f"shard_bytes must be >= 1024, got {shard_bytes}")
     caps = dict(caps or {})
     source = CocoDataset(corpus_or_coco, split=split)
-    present = {_norm(source.dataset_of(i)): source.dataset_of(i) for i in range(len(source))}
-    unknown = sorted(k for k in caps if _norm(k) not in present)
+    present = {norm_name(source.dataset_of(i)): source.dataset_of(i) for i in range(len(source))}
+    unknown = sorted(k for k in caps if norm_name(k) not in present)
     if unknown:
         raise ValueError(f"caps name datasets not in the data: {unknown}; "
                          f"present: {sorted(present.values())}")
-    caps = {present[_norm(k)]: int(v) for k, v in caps.items()}
+    caps = {present[norm_name(k)]: int(v) for k, v in caps.items()}
 
     by_dataset: dict[str, list[int]] = {}
     for i in range(len(source)):
@@ -310,12 +313,10 @@ class PackDataset:
 
     def __init__(self, pack_dir: Path | str, split: str | None = None,
                  datasets: Sequence[str] | None = None) -> None:
-        from .dataset import _check_split, split_matches
-
-        _check_split(split)
+        check_split(split)
         self.pack_dir = Path(pack_dir)
         self.metadata = read_pack_metadata(self.pack_dir)
-        wanted = {_norm(d) for d in datasets} if datasets else None
+        wanted = {norm_name(d) for d in datasets} if datasets else None
         # Index: (shard path, meta offset, meta length, image length, dataset). Metadata is
         # re-read on access so memory holds only the index.
         self.index: list[tuple[Path, int, int, int, str]] = []
@@ -327,7 +328,7 @@ class PackDataset:
                 for start, meta_len, image_len in _records(path):
                     f.seek(start)
                     meta = json.loads(f.read(meta_len))
-                    if wanted is not None and _norm(meta["dataset"]) not in wanted:
+                    if wanted is not None and norm_name(meta["dataset"]) not in wanted:
                         continue
                     if not split_matches(meta.get("split"), split):
                         continue

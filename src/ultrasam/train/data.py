@@ -1,6 +1,6 @@
 """Training batches: which images (a seeded, sharded, resumable sampler) and how they look.
 
-Images come from ``ultrasam.data.dataset.open_dataset`` (corpus folders, COCO files, packs).
+Images come from ``ultrasam.data.factory.open_dataset`` (corpus folders, COCO files, packs).
 Each drawn image is resized so its longest side is the model input (OpenCV), augmented, and
 its instances (at most ``max_instances``, chosen at random) are kept when they still cover at
 least ``min_instance_area`` pixels. Images left without instances are skipped and counted; the
@@ -74,7 +74,7 @@ class TrainImages:
     def __init__(self, paths: Sequence[str | Path], *, datasets: Sequence[str] = (),
                  split: str | None = None, exclude: Sequence[str] = (),
                  min_instance_area: int = 12) -> None:
-        from ..data.dataset import open_dataset
+        from ..data.factory import open_dataset
 
         if not paths:
             raise ValueError("data.paths is empty: name a corpus folder, COCO file or pack")
