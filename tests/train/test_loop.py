@@ -19,7 +19,7 @@ import torch
 
 from ultrasam.cli import main as cli_main
 from ultrasam.data.coco import CocoWriter, write_json
-from ultrasam.synthetic import make_phantom
+from ultrasam.data.synthetic import make_phantom
 from ultrasam.train import load_config, train
 from ultrasam.train.augment import AugmentParams
 from ultrasam.train.config import TrainConfig, parse_override
@@ -104,10 +104,43 @@ def test_config_reads_yaml_with_overrides_and_round_trips(tmp_path: Path) -> Non
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
 
 
-def test_repository_configs_load() -> None:
+def _with_file_values(defaults: dict, written: dict) -> dict:
+    """The defaults with every value the file writes put in place (section by section)."""
+    expected = {k: (dict(v) if isinstance(v, dict) else v) for k, v in defaults.items()}
+    for key, value in written.items():
+        if isinstance(value, dict) and isinstance(expected.get(key), dict):
+            expected[key].update(value)
+        else:
+            expected[key] = value
+    return expected
+
+
+@pytest.mark.parametrize("name", sorted(
+    p.name for p in (Path(__file__).resolve().parents[2] / "configs").glob("*.yaml")))
+def test_repository_configs_load(name: str) -> None:
+    # Each shipped config parses to exactly what its YAML says (read here with PyYAML
+    # directly), every key it leaves out keeps its default, and it round-trips.
+    import yaml
+
+    from ultrasam.train.fusion_loop import FusionTrainConfig, load_fusion_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / name
+    written = yaml.safe_load(path.read_text())
+    assert isinstance(written, dict) and written, f"{name}: empty config"
+    if written.get("recipe") == "fusion":
+        fusion = load_fusion_config(path)
+        assert fusion.to_dict() == _with_file_values(FusionTrainConfig().to_dict(), written)
+    else:
+        cfg = load_config(path)
+        assert cfg.to_dict() == _with_file_values(TrainConfig().to_dict(), written)
+        assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_repository_configs_cover_both_recipes() -> None:
     root = Path(__file__).resolve().parents[2] / "configs"
-    for name in ("tiny_cpu.yaml", "vit_b_ultrasam.yaml"):
-        load_config(root / name)
+    recipes = {"fusion" if "\nrecipe: fusion" in "\n" + p.read_text() else "sam"
+               for p in root.glob("*.yaml")}
+    assert recipes == {"fusion", "sam"}
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -208,7 +241,7 @@ def test_loss_falls_on_a_tiny_run(corpus: Path, tmp_path: Path) -> None:
     assert {"loss_1", "loss_2", "loss_3", "iou_1", "lr", "grad_norm"} <= set(read_metrics(out)[0])
     assert result["step"] == 24 and result["counts"]["images_drawn"] == 48
     # The export is a native folder that load_model reads.
-    from ultrasam.checkpoints import load_model
+    from ultrasam.weights.checkpoints import load_model
     assert load_model(result["export"]).config.variant == "tiny"
 
 
@@ -310,7 +343,7 @@ def test_frozen_encoder_lora_and_weights_only_warm_start(corpus: Path, tmp_path:
                          "model.lora_rank=2", "optim.lr=0.05"))
     lstate = load_checkpoint(lora / "checkpoints" / "step_0000002.pt")["model"]
     assert any(".lora_b" in k for k in lstate)
-    from ultrasam.checkpoints import load_model
+    from ultrasam.weights.checkpoints import load_model
     merged = load_model(res["export"]).state_dict()      # SAM names again, update folded in
     key = "image_encoder.blocks.0.attn.qkv.weight"
     assert key in merged and not torch.equal(merged[key],
