@@ -39,7 +39,6 @@ evaluates the baselines only.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -53,10 +52,23 @@ import numpy as np
 
 from ultrasam.evaluate import prompts as P
 from ultrasam.evaluate.baselines import BASELINES, baseline_predict
-from ultrasam.evaluate.coco_eval import GroundTruth, GtImage, coco_map, encode_result, \
-    load_ground_truth
-from ultrasam.evaluate.interactive import NocSettings, instance_record, not_applicable_row, \
-    pct_label, simulate, summarise_by_dataset, table_rows
+from ultrasam.evaluate.coco_eval import (
+    GroundTruth,
+    GtImage,
+    coco_map,
+    encode_result,
+    load_ground_truth,
+)
+from ultrasam.evaluate.files import finite, read_image, write_csv, write_json
+from ultrasam.evaluate.interactive import (
+    NocSettings,
+    instance_record,
+    not_applicable_row,
+    pct_label,
+    simulate,
+    summarise_by_dataset,
+    table_rows,
+)
 from ultrasam.evaluate.metrics import aggregate, instance_scores, summarise
 
 log = logging.getLogger(__name__)
@@ -161,19 +173,6 @@ class _ImageContext:
     structures: list[str]
     boxes: np.ndarray       # B x 4 XYXY exact GT boxes
     centroids: np.ndarray   # B x 2 xy
-
-
-def read_image(path: Path, height: int, width: int) -> np.ndarray:
-    """H x W x 3 uint8 RGB (grey replicated), checked against the annotated size."""
-    from PIL import Image
-
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"image not found: {path}")
-    with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"))
-    if arr.shape[:2] != (height, width):
-        raise ValueError(f"{path} is {arr.shape[1]}x{arr.shape[0]}, annotated {width}x{height}")
-    return arr
 
 
 def _record(store: dict[str, TaskResult], key: str, ctx: _ImageContext, out: Decoded,
@@ -360,37 +359,6 @@ def run_method(method: Method, gt: GroundTruth, protocols: Sequence[str], sweeps
 
 # ----------------------------------------------------------------------------- writing
 
-def write_json(path: Path, data: Any) -> None:
-    """Deterministic JSON (sorted keys), NaN written as null."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(data), sort_keys=True, indent=1) + "\n", encoding="utf-8")
-
-
-def _finite(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, np.generic):
-        return _finite(x.item())
-    return x
-
-
-def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """Rows as CSV; columns are the union of keys in first-seen order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols: list[str] = []
-    for r in rows:
-        cols += [k for k in r if k not in cols]
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.DictWriter(f, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if v is None else v) for k, v in _finite(r).items()})
-
-
 def _per_dataset_map(gt: GroundTruth, results: list[dict[str, Any]]) -> dict[str, Any]:
     ids: dict[str, list[int]] = {}
     for im in gt.images:
@@ -517,7 +485,7 @@ def _write_noc(out_dir: Path, name: str, task: TaskResult, gt: GroundTruth, n_sm
                                          for r in task.records])
     with (folder / "traces.jsonl").open("w", encoding="utf-8") as f:
         for r in task.records:
-            f.write(json.dumps(_finite({k: r[k] for k in ("ann_id", "image_id", "ious",
+            f.write(json.dumps(finite({k: r[k] for k in ("ann_id", "image_id", "ious",
                                                            "clicks")})) + "\n")
     return m
 

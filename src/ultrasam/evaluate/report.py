@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from ultrasam.evaluate.coco_eval import GroundTruth, annotation_mask
+from ultrasam.evaluate.files import read_image, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +125,6 @@ def _examples(out: Path, metrics: Sequence[dict[str, Any]], gt: GroundTruth,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ultrasam.evaluate.protocol import read_image
-
     if not metrics or not gt.images:
         return None
     folder = out / "examples"
@@ -211,8 +210,6 @@ def write_report(out_dir: str | Path, metrics: Sequence[dict[str, Any]],
     ``interactive``: the per-dataset NoC rows (``protocol.evaluate`` writes them to
     ``interactive.{json,csv}``), shown as their own section of summary.md.
     """
-    from ultrasam.evaluate.protocol import write_csv
-
     out = Path(out_dir)
     rows = summary_rows(metrics)
     write_csv(out / "summary.csv", rows)
