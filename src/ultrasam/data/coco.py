@@ -23,6 +23,8 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .json_file import read_json_file
+
 log = logging.getLogger(__name__)
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val",
@@ -227,12 +229,7 @@ def write_json(path: Path, data: Any) -> None:
 def read_coco(path: Path) -> dict[str, Any]:
     """Load a COCO JSON file with a clear error for missing or malformed files."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"COCO file not found: {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    data = read_json_file(path, f"COCO file not found: {path}")
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise ValueError(f"{path} is not a COCO file: no {key!r} list")

@@ -44,6 +44,7 @@ import numpy as np
 from .coco import decode_rle, encode_rle
 from .dataset import CocoDataset
 from .decode import to_rgb
+from .json_file import read_json_file
 from .sample import Sample, spacing_of
 from .selection import check_split, norm_name, split_matches
 
@@ -243,12 +244,7 @@ def _pack_record(source: CocoDataset, index: int, max_side: int, quality: int,
 def read_pack_metadata(pack_dir: Path | str) -> dict[str, Any]:
     """``pack.json`` of a pack folder, with clear errors."""
     path = Path(pack_dir) / PACK_JSON
-    if not path.is_file():
-        raise FileNotFoundError(f"not a pack (no {PACK_JSON}): {pack_dir}")
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    meta = read_json_file(path, f"not a pack (no {PACK_JSON}): {pack_dir}")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path}: unknown pack format {meta.get('format')!r}, expected {FORMAT}")
     return meta
