@@ -88,8 +88,8 @@ def threads_check(checkpoint: str, image: Path, threads: int | None, runs: int) 
     code = f"""
 import statistics, time, json, torch, numpy as np
 {'' if threads is None else f'torch.set_num_threads({threads})'}
-from ultrasam.checkpoints import load_model
-from ultrasam.predictor import Predictor
+from ultrasam.weights.checkpoints import load_model
+from ultrasam.inference.predictor import Predictor
 p = Predictor(load_model({checkpoint!r}))
 times = []
 for _ in range({runs} + 1):
@@ -142,8 +142,8 @@ def main() -> None:
         if args.random_variant:
             import torch
 
-            from ultrasam.checkpoints import save_native
             from ultrasam.modeling import build_model
+            from ultrasam.weights.checkpoints import save_native
 
             torch.manual_seed(0)
             checkpoint = str(save_native(build_model(args.random_variant),

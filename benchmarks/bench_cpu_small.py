@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _reference import cpu_name, import_segment_anything, times_ms
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -51,9 +50,9 @@ def main() -> None:
 
     sa = import_segment_anything()
     from ultrasam import Predictor
+    from ultrasam.data.synthetic import make_phantom
     from ultrasam.modeling import build_model
     from ultrasam.modeling.fast_decoder import fast_decode, prepare_image
-    from ultrasam.synthetic import make_phantom
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

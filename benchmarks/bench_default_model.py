@@ -3,7 +3,7 @@
 
     python benchmarks/bench_default_model.py [--checkpoint DIR] [--runs 40] [--threads 2]
 
-Measured on a 384 x 300 grayscale phantom (``ultrasam.synthetic``), medians of ``--runs``
+Measured on a 384 x 300 grayscale phantom (``ultrasam.data.synthetic``), medians of ``--runs``
 calls after warm-up, candidates interleaved:
 
 - ``first``: ``set_image`` + the first prompt (a box) — what a user waits for after opening
@@ -43,10 +43,10 @@ def main() -> None:
     import numpy as np
     import torch
 
-    from ultrasam.checkpoints import DEFAULT_MODEL_DIR, load_model
+    from ultrasam.data.synthetic import make_phantom
+    from ultrasam.inference.predictor import Predictor
     from ultrasam.modeling import build_model
-    from ultrasam.predictor import Predictor
-    from ultrasam.synthetic import make_phantom
+    from ultrasam.weights.checkpoints import DEFAULT_MODEL_DIR, load_model
 
     torch.set_num_threads(args.threads)
     if args.checkpoint or (DEFAULT_MODEL_DIR / "model.safetensors").is_file():

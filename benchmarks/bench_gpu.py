@@ -75,7 +75,7 @@ from _reference import import_segment_anything  # noqa: E402
 
 from ultrasam.config import ModelConfig, get_config  # noqa: E402
 from ultrasam.modeling import Sam, build_model  # noqa: E402
-from ultrasam.speed import adamw, optimise_for_gpu  # noqa: E402
+from ultrasam.modeling.speed import adamw, optimise_for_gpu  # noqa: E402
 
 log = logging.getLogger("bench_gpu")
 RESULTS = HERE / "results"

@@ -3,8 +3,9 @@
 Speed (same run, interleaved so background load hits every backend alike; medians after
 warm-up): ``set_image`` (resize, normalise, pad, encoder) on a 384 x 300 phantom, and the
 per-prompt decoder (``predict`` with one box, single mask, at the original size) on the cached
-embedding, through ``ultrasam.predictor.Predictor`` and ``ultrasam.onnx.OnnxPredictor`` with
-the same thread count. The 1-, 5- and 15-minute load averages before and after are recorded
+embedding, through ``ultrasam.inference.predictor.Predictor`` and
+``ultrasam.inference.onnx.OnnxPredictor`` with the same thread count. The 1-, 5- and 15-minute
+load averages before and after are recorded
 (the benchmark machine may be shared: rerun when the load is high).
 
 Accuracy (``--accuracy N``): the first N images (by id) of MMOTU-2D ``split == "val"`` in
@@ -40,8 +41,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from _reference import cpu_name, times_ms
 
 from ultrasam.export.onnx_export import export_onnx
-from ultrasam.onnx import OnnxPredictor
-from ultrasam.predictor import Predictor
+from ultrasam.inference.onnx import OnnxPredictor
+from ultrasam.inference.predictor import Predictor
 
 CORPUS = ROOT.parent / "shared" / "data" / "us-corpus" / "MMOTU_2d"
 
@@ -52,7 +53,7 @@ def load(args: argparse.Namespace) -> tuple[Any, str]:
 
         torch.manual_seed(0)
         return build_model(args.variant).eval(), args.variant
-    from ultrasam.checkpoints import load_model
+    from ultrasam.weights.checkpoints import load_model
 
     model = load_model(args.checkpoint)
     name = "default" if args.checkpoint is None else Path(args.checkpoint).stem
@@ -148,7 +149,7 @@ def main() -> None:
         backends = {"pytorch": Predictor(model),
                     "onnx_fp32": OnnxPredictor(fp32.out_dir, threads=args.threads),
                     "onnx_int8": OnnxPredictor(int8.out_dir, threads=args.threads)}
-        from ultrasam.synthetic import make_phantom
+        from ultrasam.data.synthetic import make_phantom
 
         rgb = np.stack([make_phantom(seed=0, size=384).image[:, :300]] * 3, -1)
         with torch.no_grad():

@@ -36,7 +36,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-
 from _reference import cpu_name
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -73,7 +72,7 @@ def _summary(values: list[float]) -> dict[str, float | int | None]:
 def _image_bytes(user: int, image: Path | None) -> tuple[str, bytes]:
     if image is not None:
         return image.name, image.read_bytes()
-    from ultrasam.synthetic import make_phantom
+    from ultrasam.data.synthetic import make_phantom
 
     _, png = cv2.imencode(".png", make_phantom(seed=1000 + user, size=384).image)
     return f"phantom{user}.png", png.tobytes()
@@ -221,8 +220,8 @@ def main() -> int:
     if args.tiny:
         import torch
 
-        from ultrasam.checkpoints import save_native
         from ultrasam.modeling import build_model
+        from ultrasam.weights.checkpoints import save_native
 
         torch.manual_seed(0)
         folder = Path(tmp.name) / "tiny-random"

@@ -1,4 +1,4 @@
-"""Time `ultrasam.synthetic.make_phantom` per size, geometry and kind; record JSON.
+"""Time `ultrasam.data.synthetic.make_phantom` per size, geometry and kind; record JSON.
 
 Usage: python benchmarks/bench_synthetic.py [--repeats 15] [--out benchmarks/results/synthetic.json]
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ultrasam.synthetic import GEOMETRIES, KINDS, make_phantom
+from ultrasam.data.synthetic import GEOMETRIES, KINDS, make_phantom
 
 
 def bench(sizes: tuple[int, ...], repeats: int) -> list[dict[str, object]]:

@@ -1,6 +1,6 @@
 """Propagation through cine loops: per-frame Dice against two bounds, and frames per second.
 
-Synthetic loops (``ultrasam.synthetic.make_cine``: moving, pulsating, deforming cysts and
+Synthetic loops (``ultrasam.data.synthetic.make_cine``: moving, pulsating, deforming cysts and
 hypoechoic lesions with persistent speckle, dropout frames and a shadowing calcification) have
 the exact mask of every frame. On each loop, with the GT box given on frame 0 only:
 
@@ -56,8 +56,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def load(args: argparse.Namespace) -> tuple[Any, str]:
-    from ultrasam.checkpoints import load_model
     from ultrasam.modeling import build_model
+    from ultrasam.weights.checkpoints import load_model
 
     if args.random:
         torch.manual_seed(0)
@@ -66,8 +66,8 @@ def load(args: argparse.Namespace) -> tuple[Any, str]:
 
 
 def run_loop(model: Any, cine: Any, config: dict[str, Any]) -> dict[str, Any]:
+    from ultrasam.inference.predictor import Predictor
     from ultrasam.inference.tracking import Tracker, TrackerConfig
-    from ultrasam.predictor import Predictor
 
     tracker = Tracker(Predictor(model), cine.frames, TrackerConfig(**config))
     t0, c0 = time.perf_counter(), time.process_time()
@@ -82,7 +82,7 @@ def run_loop(model: Any, cine: Any, config: dict[str, Any]) -> dict[str, Any]:
 
 
 def bounds(model: Any, cine: Any, first_mask: np.ndarray) -> tuple[list[float], list[float]]:
-    from ultrasam.predictor import Predictor
+    from ultrasam.inference.predictor import Predictor
 
     predictor = Predictor(model)
     upper = []
@@ -104,9 +104,9 @@ def summarise(values: list[list[float]]) -> dict[str, float]:
 def pydicom_cine(model: Any, strip: Path | None) -> dict[str, Any]:
     from pydicom import examples
 
+    from ultrasam.inference.predictor import Predictor
     from ultrasam.inference.tracking import Tracker
     from ultrasam.io.video import open_frames
-    from ultrasam.predictor import Predictor
 
     frames = open_frames(examples.get_path("ybr_color"))
     tracker = Tracker(Predictor(model), frames)
@@ -173,7 +173,7 @@ def update_docs(text: str) -> None:
 
 
 def main() -> None:
-    from ultrasam.synthetic import MOTIONS, TARGETS, make_cine
+    from ultrasam.data.synthetic import MOTIONS, TARGETS, make_cine
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", help="checkpoint (default: the bundled default model)")

@@ -37,10 +37,10 @@ PROTOCOLS = ("box", "box_refine", "point", "point_refine")
 
 def export_checkpoints(run_dir: Path, cfg, out: Path) -> list[tuple[int, Path]]:
     """Native folders for the initial weights (step 0) and every training checkpoint."""
-    from ultrasam.checkpoints import save_native
     from ultrasam.config import ModelConfig, get_config
     from ultrasam.modeling import build_model
     from ultrasam.train.loop import checkpoints_in, load_checkpoint
+    from ultrasam.weights.checkpoints import save_native
 
     exported = []
     # Step 0: the loop seeds torch with run.seed right before building the model.

@@ -153,7 +153,7 @@ EOF
 import sys
 from pathlib import Path
 import torch
-from ultrasam.checkpoints import load_model, save_native
+from ultrasam.weights.checkpoints import load_model, save_native
 from ultrasam.config import ModelConfig
 from ultrasam.modeling import build_model
 from ultrasam.train.loop import checkpoints_in, load_checkpoint

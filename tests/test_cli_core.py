@@ -12,8 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
+from ultrasam.data.synthetic import make_phantom
 from ultrasam.modeling import build_model
-from ultrasam.synthetic import make_phantom
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
@@ -113,8 +113,8 @@ def test_predict_bad_input_one_line_errors(tmp_path: Path, sam_checkpoint: Path)
 def test_demo_without_default_model_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     # An installation without bundled weights (the demo with them: test_default_model.py).
-    import ultrasam.checkpoints as checkpoints
-    from ultrasam.demo import run_demo
+    import ultrasam.weights.checkpoints as checkpoints
+    from ultrasam.inference.demo import run_demo
 
     monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", tmp_path / "no_weights")
     assert run_demo(tmp_path / "demo") == 3

@@ -35,7 +35,7 @@ torch.set_num_threads(1)
 import ultrasam
 from ultrasam.data.coco import CocoWriter, write_json
 from ultrasam.data.registry import all_sources
-from ultrasam.synthetic import make_phantom
+from ultrasam.data.synthetic import make_phantom
 from ultrasam.train import load_config, train
 from ultrasam.evaluate.protocol import evaluate
 

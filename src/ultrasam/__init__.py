@@ -14,15 +14,15 @@ __all__ = ["load_model", "Predictor", "build_model", "ModelConfig", "get_config"
            "convert_checkpoint", "save_native", "checkpoint_info", "__version__"]
 
 if TYPE_CHECKING:
-    from .checkpoints import checkpoint_info, convert_checkpoint, load_model, save_native
     from .config import ModelConfig, get_config
+    from .inference.predictor import Predictor
     from .modeling import build_model
-    from .predictor import Predictor
+    from .weights.checkpoints import checkpoint_info, convert_checkpoint, load_model, save_native
 
 _LAZY = {
-    "load_model": "checkpoints", "convert_checkpoint": "checkpoints",
-    "save_native": "checkpoints", "checkpoint_info": "checkpoints",
-    "Predictor": "predictor", "build_model": "modeling", "ModelConfig": "config",
+    "load_model": "weights.checkpoints", "convert_checkpoint": "weights.checkpoints",
+    "save_native": "weights.checkpoints", "checkpoint_info": "weights.checkpoints",
+    "Predictor": "inference.predictor", "build_model": "modeling", "ModelConfig": "config",
     "get_config": "config",
 }
 

@@ -161,7 +161,7 @@ def test_cli_choices_match_the_library() -> None:
 
 def _phantom_coco(folder: Path, n: int = 2, size: int = 96) -> Path:
     """A per-dataset COCO folder of ``n`` seeded phantoms (every instance of each)."""
-    from ultrasam.synthetic import make_phantom
+    from ultrasam.data.synthetic import make_phantom
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     images, anns = [], []
@@ -196,8 +196,8 @@ def test_mechanics_with_random_weights(variant: str, overrides: dict[str, Any]) 
     import torch
 
     from ultrasam.config import get_config
+    from ultrasam.data.synthetic import make_phantom
     from ultrasam.modeling import build_model
-    from ultrasam.synthetic import make_phantom
 
     torch.manual_seed(0)
     runner = ModelRunner(build_model(get_config(variant, **overrides)).eval())

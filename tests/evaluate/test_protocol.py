@@ -20,7 +20,6 @@ from ultrasam.evaluate.protocol import checkpoint_name
 
 from . import write_synthetic_coco
 
-
 # ------------------------------------------------------------------------------ prompts
 
 def test_centroid_may_fall_outside_a_non_convex_mask() -> None:
@@ -196,7 +195,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_no_checkpoint_means_the_bundled_model(tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    import ultrasam.checkpoints as checkpoints
+    import ultrasam.weights.checkpoints as checkpoints
 
     data = write_synthetic_coco(tmp_path / "SYN")
     if (checkpoints.DEFAULT_MODEL_DIR / "model.safetensors").is_file():

@@ -8,9 +8,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from ultrasam.checkpoints import save_native
 from ultrasam.cli import main
-from ultrasam.onnx import OnnxPredictor
+from ultrasam.inference.onnx import OnnxPredictor
+from ultrasam.weights.checkpoints import save_native
 
 from .conftest import seeded_model
 

@@ -9,8 +9,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
-from ultrasam.predictor import Predictor
-from ultrasam.synthetic import make_phantom
+from ultrasam.data.synthetic import make_phantom
+from ultrasam.inference.predictor import Predictor
 
 
 def client_masks(folder, rgb: np.ndarray, point: tuple[float, float]) -> tuple[np.ndarray, ...]:

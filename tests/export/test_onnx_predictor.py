@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ultrasam.onnx import OnnxPredictor
-from ultrasam.predictor import Predictor
-from ultrasam.synthetic import make_phantom
+from ultrasam.data.synthetic import make_phantom
+from ultrasam.inference.onnx import OnnxPredictor
+from ultrasam.inference.predictor import Predictor
 
 
 def image(seed: int = 1) -> np.ndarray:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ultrasam.predictor import Predictor
-from ultrasam.synthetic import make_phantom
+from ultrasam.data.synthetic import make_phantom
+from ultrasam.inference.predictor import Predictor
 
 SCRIPT = r'''
 import importlib.machinery, json, sys
@@ -31,7 +31,7 @@ sys.meta_path[:] = [NoTorch if f is importlib.machinery.PathFinder else f
                     for f in sys.meta_path]
 folder, image, out = sys.argv[1], sys.argv[2], sys.argv[3]
 cases = json.loads(sys.argv[4])
-from ultrasam.onnx import OnnxPredictor
+from ultrasam.inference.onnx import OnnxPredictor
 
 p = OnnxPredictor(folder, threads=1)
 p.set_image(image)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ultrasam.onnx import OnnxPredictor
-from ultrasam.predictor import Predictor
-from ultrasam.synthetic import make_phantom
+from ultrasam.data.synthetic import make_phantom
+from ultrasam.inference.onnx import OnnxPredictor
+from ultrasam.inference.predictor import Predictor
 
 from .conftest import seeded_model
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from ultrasam.checkpoints import save_native
 from ultrasam.config import get_config
 from ultrasam.modeling.build import build_model
+from ultrasam.weights.checkpoints import save_native
 
 CLASSES = ("bright", "dark", "mid")
 SIZE = 64

@@ -13,12 +13,12 @@ from torch import nn
 
 from ultrasam.cli import main as cli_main
 from ultrasam.data.coco import CocoWriter, write_json
+from ultrasam.data.synthetic import make_phantom
 from ultrasam.finetune import classify, segment
 from ultrasam.finetune.encoder import EncoderAdapter, load_encoder
 from ultrasam.finetune.loop import LoopConfig, fit
 from ultrasam.finetune.lora import LoRALinear
 from ultrasam.modeling.build import build_model
-from ultrasam.synthetic import make_phantom
 
 FAST = {"epochs": 30, "patience": 30, "lr": 1e-2, "n_boot": 100, "batch_size": 16}
 

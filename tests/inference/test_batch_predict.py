@@ -18,10 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-from ultrasam.checkpoints import save_native
+from ultrasam.data.synthetic import make_phantom
 from ultrasam.inference.batch import predict_batch
 from ultrasam.modeling import build_model
-from ultrasam.synthetic import make_phantom
+from ultrasam.weights.checkpoints import save_native
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

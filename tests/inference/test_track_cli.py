@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
-from ultrasam.checkpoints import save_native
 from ultrasam.cli import main
 from ultrasam.commands.track import parse_objects, parse_range
+from ultrasam.data.synthetic import make_cine
 from ultrasam.inference.track_files import CSV_COLUMNS
 from ultrasam.modeling import build_model
-from ultrasam.synthetic import make_cine
+from ultrasam.weights.checkpoints import save_native
 
 pydicom = pytest.importorskip("pydicom")
 examples = pytest.importorskip("pydicom.examples")

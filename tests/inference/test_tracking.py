@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from ultrasam.data.synthetic import make_cine
+from ultrasam.inference.predictor import Predictor
 from ultrasam.inference.tracking import (
     FrameResult,
     Tracker,
@@ -18,8 +20,6 @@ from ultrasam.inference.tracking import (
     shift_logits,
 )
 from ultrasam.modeling import build_model
-from ultrasam.predictor import Predictor
-from ultrasam.synthetic import make_cine
 
 N = 10
 
@@ -280,7 +280,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 @pytest.mark.parametrize("motion,structure", [("mixed", "cyst"), ("pulsate", "cyst")])
 def test_default_model_follows_synthetic_loops(motion: str, structure: str) -> None:
-    from ultrasam.checkpoints import DefaultModelUnavailable, load_model
+    from ultrasam.weights.checkpoints import DefaultModelUnavailable, load_model
 
     try:
         model = load_model()
@@ -299,7 +299,7 @@ def test_default_model_tracks_a_moving_lesion_better_than_copying_the_first_mask
     # A translating hypoechoic lesion is harder (measured per-frame Dice down to ~0.6 with the
     # bundled model, docs/tracking.md): no 0.9 floor, but propagation must beat the lower
     # bound of copying frame 0's mask to every frame.
-    from ultrasam.checkpoints import DefaultModelUnavailable, load_model
+    from ultrasam.weights.checkpoints import DefaultModelUnavailable, load_model
 
     try:
         model = load_model()

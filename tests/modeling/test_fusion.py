@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from ultrasam.config import get_config
+from ultrasam.inference.predictor import Predictor
 from ultrasam.modeling import FusionNet, build_model
 from ultrasam.modeling.fusion import CLICK_RADIUS, rasterise_prompts
-from ultrasam.predictor import Predictor
 
 SMALL = dict(img_size=64, conv_dims=(8, 16, 16, 16), conv_depths=(1, 1, 1, 1),
              prompt_embed_dim=16, iou_head_hidden_dim=16)

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ultrasam import cli
-from ultrasam.checkpoints import checkpoint_info, load_model
+from ultrasam.weights.checkpoints import checkpoint_info, load_model
 
 ADDRESS_SPACE_HEADROOM = 1536 << 20  # bytes the child may map beyond what it inherits
 

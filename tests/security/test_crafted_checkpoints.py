@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 import torch
 
-from ultrasam.checkpoints import save_native
-from ultrasam.convert import sam_to_ultrasam
 from ultrasam.modeling import build_model
+from ultrasam.weights.checkpoints import save_native
+from ultrasam.weights.convert import sam_to_ultrasam
 
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE.parent / "fixtures"
@@ -208,8 +208,8 @@ def build_corpus(root: Path, markers: Path) -> Path:
 def _native_variants(corpus: Path, good: Path, nan_state: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save_file
 
-    from ultrasam.checkpoints import _sha256  # the hash save_native records
     from ultrasam.config import FUSION
+    from ultrasam.weights.checkpoints import _sha256  # the hash save_native records
 
     def copy(name: str) -> Path:
         dst = corpus / name

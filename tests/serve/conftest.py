@@ -25,8 +25,8 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A seeded random tiny model in the native folder format (what --checkpoint takes)."""
     import torch
 
-    from ultrasam.checkpoints import save_native
     from ultrasam.modeling import build_model
+    from ultrasam.weights.checkpoints import save_native
 
     torch.manual_seed(0)
     return save_native(build_model("tiny").eval(), tmp_path_factory.mktemp("tiny") / "ckpt")
@@ -60,9 +60,9 @@ def running(app: object, port: int | None = None) -> Iterator[str]:
 
 def make_app(checkpoint: Path | None, **settings: object) -> object:
     """The app of ``checkpoint`` (None: the bundled default model)."""
-    from ultrasam.checkpoints import load_model
     from ultrasam.serve.app import create_app
     from ultrasam.serve.settings import ServeSettings
+    from ultrasam.weights.checkpoints import load_model
 
     return create_app(load_model(checkpoint), ServeSettings(**settings),  # type: ignore[arg-type]
                       checkpoint)
@@ -157,7 +157,7 @@ def moving_phantom_cine(n: int = 4, size: int = 96) -> object:
     """N x size x size uint8: a phantom whose dark cyst moves right by 4 px a frame."""
     import numpy as np
 
-    from ultrasam.synthetic import make_phantom
+    from ultrasam.data.synthetic import make_phantom
 
     base = make_phantom(seed=5, size=size, geometry="linear", kind="layered").image
     yy, xx = np.mgrid[:size, :size]

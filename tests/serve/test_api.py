@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from ultrasam.data.coco import decode_rle
-from ultrasam.synthetic import make_phantom
+from ultrasam.data.synthetic import make_phantom
 
 
 def _upload(client: httpx.Client, data: bytes, name: str = "image.png") -> httpx.Response:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from ultrasam.data.coco import decode_rle
-from ultrasam.synthetic import make_phantom
+from ultrasam.data.synthetic import make_phantom
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "img" / "serve.png"
@@ -293,7 +293,7 @@ def test_screenshot(chromium_browser: Any, base_url: str, start_server: Any, fil
     """The README's picture: a calibrated phantom cine with two named objects. Written to
     docs/img/serve.png only with ULTRASAM_WRITE_SCREENSHOT=1 (test runs leave the tree alone),
     then with the bundled default model when there is one."""
-    from ultrasam.checkpoints import DEFAULT_MODEL_DIR
+    from ultrasam.weights.checkpoints import DEFAULT_MODEL_DIR
 
     write = os.environ.get("ULTRASAM_WRITE_SCREENSHOT") == "1"
     default = write and (DEFAULT_MODEL_DIR / "model.safetensors").is_file()

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from ultrasam.checkpoints import load_model
 from ultrasam.data.coco import CocoWriter, write_json
-from ultrasam.synthetic import make_phantom
+from ultrasam.data.synthetic import make_phantom
 from ultrasam.train.fusion_augment import AugmentConfig, augment
 from ultrasam.train.fusion_cache import build_cache, load_cache
 from ultrasam.train.fusion_loop import export_fusion, load_fusion_config, train_fusion
 from ultrasam.train.fusion_prompts import corrective_clicks, initial_prompts, interior_click
+from ultrasam.weights.checkpoints import load_model
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = ["model.overrides.img_size=64", "model.overrides.conv_dims=[8, 16, 16, 16]",

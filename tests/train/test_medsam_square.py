@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ultrasam.checkpoints import save_native
 from ultrasam.data.coco import CocoWriter, write_json
 from ultrasam.modeling import build_model
 from ultrasam.train import load_config, train
 from ultrasam.train.augment import AugmentParams
 from ultrasam.train.data import BatchLoader, MixingSampler, TrainImages
+from ultrasam.weights.checkpoints import save_native
 
 
 def _corpus(root: Path) -> Path:
@@ -53,5 +53,5 @@ def test_training_from_a_medsam_checkpoint_runs(tmp_path: Path) -> None:
                              "run.progress=false", "run.tensorboard=false"])
     result = train(cfg)
     assert result["step"] == 2
-    from ultrasam.checkpoints import load_model
+    from ultrasam.weights.checkpoints import load_model
     assert load_model(result["export"]).config.preprocessing == "medsam"

@@ -57,7 +57,7 @@ def _echo(line: str, stream: Any) -> None:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ..checkpoints import CheckpointError, checkpoint_info
+    from ..weights.checkpoints import CheckpointError, checkpoint_info
 
     try:
         info = checkpoint_info(args.checkpoint, format=args.format)
@@ -75,7 +75,7 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from ..checkpoints import convert_checkpoint
+    from ..weights.checkpoints import convert_checkpoint
 
     out = convert_checkpoint(args.src, args.dst, format=args.format)
     print(f"wrote {out}")
@@ -83,7 +83,7 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ..demo import run_demo
+    from ..inference.demo import run_demo
 
     return run_demo(args.out)
 

@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export the image encoder and the prompt decoder as two single-file ONNX "
                     "graphs; the decoder follows Meta's SAM ONNX contract, so SAM ONNX clients "
                     "work unchanged. Run them with `ultrasam predict --backend onnx DIR` or "
-                    "ultrasam.onnx.OnnxPredictor, which need onnxruntime but not PyTorch.")
+                    "ultrasam.inference.onnx.OnnxPredictor, which need onnxruntime but not "
+                    "PyTorch.")
     o.add_argument("checkpoint", nargs="?", metavar="CKPT",
                    help="checkpoint file or native folder (default: the bundled model)")
     o.add_argument("--out", required=True, metavar="DIR", help="output folder")

@@ -29,8 +29,8 @@ class _InOrder(argparse.Action):
 
 def parse_objects(items: list[tuple[str, str]]) -> list[Any]:
     """Ordered ``(option, text)`` pairs -> :class:`~ultrasam.inference.track_files.ObjectSpec`s."""
+    from ..inference.predict_files import parse_box, parse_point
     from ..inference.track_files import ObjectSpec, PromptSpec
-    from ..segment import parse_box, parse_point
 
     objects: list[ObjectSpec] = []
     for option, text in items:

@@ -64,7 +64,7 @@ def _require_onnx() -> tuple[Any, Any]:
 def _prepare(model: PromptableModel | str | Path | None, format: str | None
              ) -> PromptableModel:
     if model is None or isinstance(model, (str, Path)):
-        from ..checkpoints import load_model
+        from ..weights.checkpoints import load_model
 
         return load_model(model, format=format)
     if not isinstance(model, PromptableModel):
@@ -160,7 +160,7 @@ def export_onnx(model: PromptableModel | str | Path | None, out_dir: str | Path,
     ``quantize="int8"``: dynamic int8 MatMul / Gemm weights in both graphs.
     ``single_mask``: the decoder returns one mask by Meta's rule (M = 1) instead of all four
     (the single-mask token, then the three multimask tokens); ``return_logits=False``:
-    ``masks`` holds 0/1 instead of logits. :class:`ultrasam.onnx.OnnxPredictor` needs the
+    ``masks`` holds 0/1 instead of logits. :class:`ultrasam.inference.onnx.OnnxPredictor` needs the
     default decoder (all four masks, logits).
 
     Raises:
@@ -244,7 +244,7 @@ def _readme(meta: dict[str, Any], spec: dict[str, Any], check: dict[str, float],
     return f"""# ultrasam ONNX export: {meta['variant']}
 
 Made by `ultrasam export onnx` (opset {opset}, quantization: {meta['quantize'] or 'none'}).
-Run it with ONNX Runtime alone (`ultrasam.onnx.OnnxPredictor`, or any SAM ONNX client).
+Run it with ONNX Runtime alone (`ultrasam.inference.onnx.OnnxPredictor`, or any SAM ONNX client).
 
 ## encoder.onnx
 

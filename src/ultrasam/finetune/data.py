@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import CocoDataset, read_image
-from ..transforms import ResizeLongestSide
+from ..inference.transforms import ResizeLongestSide
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 FOLDER_SPLITS = ("train", "val", "test")

@@ -144,7 +144,7 @@ def load_encoder(checkpoint: str | None = None, variant: str | None = None,
             torch.manual_seed(seed)
             model = build_model(variant)
         return EncoderAdapter(model.to(device)), f"{variant}-random-init"
-    from ..checkpoints import load_model
+    from ..weights.checkpoints import load_model
 
     model = load_model(checkpoint, device=device)
     name = "default" if checkpoint is None else str(checkpoint).rstrip("/").split("/")[-1]

@@ -76,8 +76,8 @@ def track_file(input_path: str | os.PathLike[str], out_dir: str | os.PathLike[st
     ``frame_range``: ``(start, stop)`` half-open, ``None`` ends meaning the sequence's ends.
     ``model``: an already loaded model (then ``checkpoint``/``format``/``device`` are unused).
     """
-    from ultrasam.checkpoints import load_model
-    from ultrasam.predictor import Predictor
+    from ultrasam.inference.predictor import Predictor
+    from ultrasam.weights.checkpoints import load_model
 
     _check_objects(objects)
     frames = open_frames(input_path, axis=axis, fps=fps, spacing_mm=spacing_mm)

@@ -1,6 +1,6 @@
 """Track objects through a cine loop or volume: prompt a few frames, segment every frame.
 
-Built on :class:`ultrasam.predictor.Predictor` only (``set_image`` / ``predict`` /
+Built on :class:`ultrasam.inference.predictor.Predictor` only (``set_image`` / ``predict`` /
 ``get_image_embedding`` / ``set_image_embedding``), so it works with every checkpoint format.
 
 How a sequence is segmented, for each named object:
@@ -48,8 +48,8 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
+from ultrasam.inference.predictor import Predictor
 from ultrasam.io.video import FrameSequence
-from ultrasam.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class Tracker:
     """Prompt objects on some frames of a sequence and propagate them to the others.
 
     Args:
-        predictor: a :class:`~ultrasam.predictor.Predictor` (any checkpoint); the tracker
+        predictor: a :class:`~ultrasam.inference.predictor.Predictor` (any checkpoint); the tracker
             owns it while tracking.
         frames: a :class:`~ultrasam.io.video.FrameSequence` (see
             :func:`ultrasam.io.video.open_frames`), a list of images or an N x H x W [x 3]

@@ -51,9 +51,9 @@ def decomposed_rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w:
 class Attention(nn.Module):
     """Multi-head self-attention over a B x H x W x C grid, with optional rel-pos bias.
 
-    ``backend`` (also settable later as an attribute, see ``ultrasam.speed``): ``"sdpa"``, the
-    default, uses ``scaled_dot_product_attention`` with the decomposed bias as an additive
-    mask; ``"flex"``, ``"fold"`` and ``"auto"`` compute the same attention without
+    ``backend`` (also settable later as an attribute, see ``ultrasam.modeling.speed``):
+    ``"sdpa"``, the default, uses ``scaled_dot_product_attention`` with the decomposed bias as an
+    additive mask; ``"flex"``, ``"fold"`` and ``"auto"`` compute the same attention without
     materialising the bias (:mod:`ultrasam.modeling.flex_attention`).
     """
 

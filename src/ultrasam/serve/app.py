@@ -29,7 +29,7 @@ def model_info(model: Any, checkpoint: str | Path | None) -> dict[str, Any]:
 
 def create_app(model: Any, settings: ServeSettings | None = None,
                checkpoint: str | Path | None = None) -> Any:
-    """The FastAPI app serving ``model`` (any model :class:`ultrasam.predictor.Predictor`
+    """The FastAPI app serving ``model`` (any model :class:`ultrasam.inference.predictor.Predictor`
     accepts), wrapped in the request guard (:mod:`ultrasam.serve.guard`)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
@@ -101,7 +101,7 @@ def serve(checkpoint: str | Path | None = None, settings: ServeSettings | None =
     except ImportError as exc:
         raise MissingDependencyError("ultrasam serve needs its extra: pip install 'ultrasam[serve]'") \
             from exc
-    from ultrasam.checkpoints import load_model
+    from ultrasam.weights.checkpoints import load_model
 
     settings = settings or ServeSettings()
     model = load_model(checkpoint, device=device, format=format)

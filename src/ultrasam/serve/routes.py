@@ -359,9 +359,9 @@ def _track(model: Any, store: ImageStore, image: StoredImage, body: PropagateReq
            frame_range: tuple[int, int]) -> list[Any]:
     """Runs on the model thread: a Tracker over the image's frames (decoded through the
     store's LRU), the prompts added, then propagated."""
+    from ultrasam.inference.predictor import Predictor
     from ultrasam.inference.tracking import Tracker
     from ultrasam.io.video import FrameSequence
-    from ultrasam.predictor import Predictor
 
     geometry = image.probe.axes[body.axis]
     frames = FrameSequence(source=image.name, kind="serve", n_frames=geometry.frames,

@@ -45,7 +45,7 @@ class ModelWorker:
     """Owns the model; ``await worker.segment(frame, prompt)`` from the event loop."""
 
     def __init__(self, model: Any, predictor_factory: Any | None = None) -> None:
-        from ultrasam.predictor import Predictor
+        from ultrasam.inference.predictor import Predictor
 
         self.model = model
         self._factory = predictor_factory or Predictor

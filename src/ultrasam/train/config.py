@@ -26,7 +26,7 @@ from .augment import AugmentParams
 class ModelSection:
     """Which network to train and which of its parts move.
 
-    ``checkpoint``: any file or folder ``ultrasam.checkpoints.load_model`` accepts (SAM,
+    ``checkpoint``: any file or folder ``ultrasam.weights.checkpoints.load_model`` accepts (SAM,
     MedSAM, UltraSam, native); None builds ``variant`` with ``overrides`` from scratch.
     ``freeze_encoder``: the image encoder is not trained (run under ``no_grad``).
     ``lora_rank`` > 0: the encoder is frozen except low-rank adapters on every attention

@@ -462,14 +462,14 @@ def _init_weights(src: Path) -> dict[str, torch.Tensor]:
     """Warm-start weights: a run folder's fp32 ``last.pt`` (exported folders hold fp16)."""
     if (src / "last.pt").is_file():
         return torch.load(src / "last.pt", map_location="cpu", weights_only=True)["model"]
-    from ..checkpoints import load_model
+    from ..weights.checkpoints import load_model
 
     return load_model(src).state_dict()
 
 
 def export_fusion(run_dir: str | Path, out_dir: str | Path, card: str | None = None) -> Path:
     """Write the run's weights as a native folder (fp16 safetensors + config.json + card)."""
-    from ..checkpoints import save_native
+    from ..weights.checkpoints import save_native
 
     run_dir = Path(run_dir)
     cfg = json.loads((run_dir / "config.json").read_text())

@@ -300,7 +300,7 @@ def _build_model(cfg: TrainConfig) -> tuple[Sam, str | None]:
         raise ValueError("model.overrides only applies to a model built from scratch; it "
                          "cannot change a loaded model.checkpoint")
     if m.checkpoint is not None:
-        from ..checkpoints import load_model
+        from ..weights.checkpoints import load_model
         model = load_model(m.checkpoint, "cpu", None if m.checkpoint_format == "auto"
                            else m.checkpoint_format)
         return model, getattr(model, "checkpoint_format", None)
@@ -317,7 +317,7 @@ def _warm_start_weights(path: str) -> dict[str, torch.Tensor]:
     if p.is_file() and p.suffix == ".pt":
         with contextlib.suppress(ValueError):
             return load_checkpoint(p)["model"]
-    from ..checkpoints import load_model
+    from ..weights.checkpoints import load_model
     return load_model(p, "cpu").state_dict()
 
 
@@ -548,7 +548,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         export = None
         if main and run.export:
             merge_lora(sam)
-            from ..checkpoints import save_native
+            from ..weights.checkpoints import save_native
             export = str(save_native(sam.float().cpu().eval(), out_dir / "model",
                                      source=cfg.model.checkpoint or "scratch",
                                      source_format=source_format))

@@ -273,16 +273,16 @@ def corrective_clicks(logits: torch.Tensor, target: torch.Tensor, generator: tor
 
 def refinement_prompts(prompts: Prompts, logits: torch.Tensor, frame: int,
                        input_sizes: torch.Tensor, point_to_box: bool = True) -> Prompts:
-    """Second-pass prompts, as in ``ultrasam.refine`` (the inference schedule).
+    """Second-pass prompts, as in ``ultrasam.inference.refine`` (the inference schedule).
 
     logits: P x 1 x L x L first-pass logits, kept in the graph as the mask prompt (the
     reference does not detach them); frame: the model input side; input_sizes: P x 2 (h, w)
     of each prompt's image. Point prompts (``point_to_box``) are replaced by the box of their
     first-pass mask (upsampled to ``frame``, thresholded at 0, padding ignored), fed minus
-    0.5 px exactly as ``ultrasam.refine`` does; prompts whose first mask is empty keep their
-    points; box prompts keep their box.
+    0.5 px exactly as ``ultrasam.inference.refine`` does; prompts whose first mask is empty keep
+    their points; box prompts keep their box.
     """
-    from ..refine import boxes_from_logits
+    from ..inference.refine import boxes_from_logits
 
     coords, labels = prompts.coords, prompts.labels
     if point_to_box:

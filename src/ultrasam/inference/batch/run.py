@@ -75,7 +75,7 @@ def model_identity(checkpoint: str | None) -> dict[str, Any]:
     if checkpoint:
         path = Path(checkpoint)
     else:
-        from ...checkpoints import DEFAULT_MODEL_DIR
+        from ...weights.checkpoints import DEFAULT_MODEL_DIR
 
         path = DEFAULT_MODEL_DIR
     # A native folder's weights, or an ONNX export folder's decoder graph.

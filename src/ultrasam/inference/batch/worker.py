@@ -1,8 +1,8 @@
 """Segment one item and write its files: the function every engine runs, in any process.
 
 The model is loaded once per process (cached by its :class:`ModelSpec`) and each thread gets its
-own :class:`~ultrasam.predictor.Predictor` (a predictor holds one image's state, so threads of
-one Dask worker must not share it; the weights are shared read-only).
+own :class:`~ultrasam.inference.predictor.Predictor` (a predictor holds one image's state, so
+threads of one Dask worker must not share it; the weights are shared read-only).
 
 Per item, under ``out/<key>``: ``.mask.png`` (one object) or ``.objK.mask.png`` (several),
 ``.candC.mask.png`` for each multimask candidate when asked, ``.overlay.png``, ``.seg.dcm`` for
@@ -49,8 +49,8 @@ class ModelSpec:
     """What to load: a checkpoint (None = the bundled default model), its format, the device.
 
     ``backend="onnx"``: ``checkpoint`` is an ``ultrasam export onnx`` folder, run by
-    :class:`ultrasam.onnx.OnnxPredictor` (ONNX Runtime, no torch) with ``threads`` intra-op
-    threads (None: ONNX Runtime's default).
+    :class:`ultrasam.inference.onnx.OnnxPredictor` (ONNX Runtime, no torch) with ``threads``
+    intra-op threads (None: ONNX Runtime's default).
     """
 
     checkpoint: str | None = None
@@ -93,7 +93,7 @@ def _predictor(spec: ModelSpec) -> Any:
     if cache is None:
         cache = _LOCAL.predictors = {}
     if spec not in cache and spec.backend == "onnx":
-        from ...onnx import OnnxPredictor
+        from ..onnx import OnnxPredictor
 
         try:
             cache[spec] = OnnxPredictor(spec.checkpoint or "", threads=spec.threads)
@@ -101,8 +101,8 @@ def _predictor(spec: ModelSpec) -> Any:
             raise ModelLoadFailed(str(e).splitlines()[0] if str(e) else type(e).__name__) \
                 from e
     if spec not in cache:
-        from ...checkpoints import load_model
-        from ...predictor import Predictor
+        from ...weights.checkpoints import load_model
+        from ..predictor import Predictor
 
         with _MODELS_LOCK:
             if spec not in _MODELS:

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from ultrasam.checkpoints import DEFAULT_MODEL_DIR, load_model
+from ultrasam.data.synthetic import make_phantom
+from ultrasam.inference.predictor import Predictor
 from ultrasam.modeling import FusionNet
-from ultrasam.predictor import Predictor
-from ultrasam.synthetic import make_phantom
+from ultrasam.weights.checkpoints import DEFAULT_MODEL_DIR, load_model
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "us-corpus"
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "us-corpus"
 N_SUBSET = 50
 
 
@@ -110,7 +110,7 @@ def test_beats_the_ellipse_on_mmotu_val_subset(model: FusionNet) -> None:
 
 
 def test_demo_writes_mask_overlay_and_json(tmp_path: Path) -> None:
-    from ultrasam.demo import DEMO_BOX, run_demo
+    from ultrasam.inference.demo import DEMO_BOX, run_demo
 
     assert run_demo(tmp_path) == 0
     record = json.loads((tmp_path / "us1_lymph_node.json").read_text())

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import torch
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # Image encoder: SAM name fragment -> UltraSam name fragment (applied after the prefix).
 ENCODER_RENAMES: tuple[tuple[str, str], ...] = (

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import UserInputError
-from .modeling.base import PromptableModel
-from .modeling.fast_decoder import DecoderImageCache, fast_decode, prepare_image
-from .modeling.sam import Sam
+from ..errors import UserInputError
+from ..modeling.base import PromptableModel
+from ..modeling.fast_decoder import DecoderImageCache, fast_decode, prepare_image
+from ..modeling.sam import Sam
 from .prompt_checks import PromptError, check_box, check_mask_input, check_points
 from .refine import refine_two_pass
 from .transforms import ResizeLongestSide
@@ -165,7 +165,7 @@ class Predictor:
         file, a DICOM file (``frame`` picks a cine frame) or a NIfTI volume (``slice`` along
         ``axis``). ``image_format``: "RGB" or "BGR" channel order of an array.
         """
-        from .io import load_image, to_rgb_uint8
+        from ..io import load_image, to_rgb_uint8
 
         if image_format not in ("RGB", "BGR"):
             raise UserInputError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")

@@ -5,9 +5,9 @@ TorchScript archives (whose loading runs code from the file), the legacy pre-1.6
 loader allocates the storage sizes the pickle declares before checking them), other zips and
 unknown bytes are refused before ``torch.load`` sees them. A zip is checked record by record
 (exact names, stored uncompressed, one prefix, a bounded pickle), its pickle scanned by
-:func:`ultrasam.safe_pickle.scan_pickle`, then loaded with ``torch.load(weights_only=True)``;
-every tensor found must fit inside its storage (a zero-stride view declaring a huge shape is
-refused before anything copies it).
+:func:`ultrasam.weights.safe_pickle.scan_pickle`, then loaded with
+``torch.load(weights_only=True)``; every tensor found must fit inside its storage (a zero-stride
+view declaring a huge shape is refused before anything copies it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError, UnsafeCheckpointError
+from ..errors import CheckpointError, UnsafeCheckpointError
 from .safe_pickle import MAX_PICKLE_BYTES, Placeholder, scan_pickle, torch_safe_globals
 
 ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")

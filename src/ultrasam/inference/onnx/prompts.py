@@ -1,8 +1,7 @@
 """The decoder's input layout (Meta's SAM ONNX contract), in numpy; prompt validation is
-``ultrasam.prompt_checks``, shared with the PyTorch ``Predictor`` (torch-free)."""
+``ultrasam.inference.prompt_checks``, shared with the PyTorch ``Predictor`` (torch-free)."""
 
 from __future__ import annotations
-
 
 import numpy as np
 

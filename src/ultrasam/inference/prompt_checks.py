@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UserInputError
+from ..errors import UserInputError
 
 
 class PromptError(UserInputError):

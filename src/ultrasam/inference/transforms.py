@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .config import Preprocessing
+from ..config import Preprocessing
 
 
 class ResizeLongestSide:

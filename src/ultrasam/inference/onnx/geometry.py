@@ -1,6 +1,6 @@
 """Image and prompt geometry for the ONNX runtime, in numpy, driven by ``preprocess.json``.
 
-The same arithmetic as ``ultrasam.transforms.ResizeLongestSide`` and
+The same arithmetic as ``ultrasam.inference.transforms.ResizeLongestSide`` and
 ``PromptableModel.preprocess`` (which import torch and so cannot be used here): SAM resizes the
 longest side to S (each side rounded as Meta does), MedSAM both sides; the uint8 RGB image is
 resized with Pillow, normalised in float32 and padded with zeros at the bottom / right.
@@ -124,7 +124,7 @@ def box_from_logits(logits: np.ndarray, input_size: tuple[int, int]
     """Box (x1, y1, x2, y2), x2 = last foreground column + 1, of the logits > 0 inside the
     valid (unpadded) ``input_size`` region of an S x S logit map; None when empty.
 
-    The numpy twin of ``ultrasam.refine.boxes_from_logits`` for one prompt; ``logits`` are
+    The numpy twin of ``ultrasam.inference.refine.boxes_from_logits`` for one prompt; ``logits`` are
     already upsampled to the model frame (the decoder graph does that).
     """
     h, w = input_size

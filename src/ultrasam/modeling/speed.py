@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .modeling.flex_attention import BACKENDS
-from .modeling.image_encoder import Attention, ImageEncoderViT
+from .flex_attention import BACKENDS
+from .image_encoder import Attention, ImageEncoderViT
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .modeling.sam import Sam
+from ..modeling.sam import Sam
 
 
 @dataclass

@@ -14,8 +14,7 @@ import torch
 
 from ultrasam.config import get_config
 from ultrasam.modeling import build_model
-from ultrasam.modeling.flex_attention import (rel_pos_attention, rel_pos_terms,
-                                              resolve_backend)
+from ultrasam.modeling.flex_attention import rel_pos_attention, rel_pos_terms, resolve_backend
 from ultrasam.modeling.image_encoder import Attention, decomposed_rel_pos_bias
 
 # (grid, heads, head_dim): global-like, SAM's 14-px window shape, a non-square grid, a 1-row grid.

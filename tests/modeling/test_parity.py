@@ -21,7 +21,7 @@ import ultrasam
 from ultrasam.config import TINY
 from ultrasam.modeling import Sam, build_model
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ATOL = 1e-4
 MULTIMASK = {"multi": True, "single": False}
 # Hyper-parameters, prompt cases and Meta's full-size state-dict layouts (see the script).
@@ -204,9 +204,9 @@ def test_sam_checkpoint_loads_plain(golden: dict[str, torch.Tensor]) -> None:
 
 
 def test_converter_matches_documented_mapping(sam_weights: dict[str, torch.Tensor]) -> None:
-    """ultrasam.convert against the mapping written independently in the fixture script."""
-    from ultrasam.convert import sam_to_ultrasam, ultrasam_to_sam
-    from ultrasam.safe_pickle import restricted_pickle_module
+    """ultrasam.weights.convert against the mapping written independently in the fixture script."""
+    from ultrasam.weights.convert import sam_to_ultrasam, ultrasam_to_sam
+    from ultrasam.weights.safe_pickle import restricted_pickle_module
 
     container = torch.load(FIXTURES / "ultrasam_tiny.pth", map_location="cpu",
                            weights_only=False, pickle_module=restricted_pickle_module)

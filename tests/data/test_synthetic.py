@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ultrasam.synthetic import GEOMETRIES, KINDS, Phantom, make_batch, make_phantom
+from ultrasam.data.synthetic import GEOMETRIES, KINDS, Phantom, make_batch, make_phantom
 
 EXPECTED = {"cyst": {"cyst"}, "layered": {"skin", "fat", "muscle"}}
 

@@ -16,14 +16,14 @@ import pytest
 import torch
 
 from ultrasam import Predictor
-from ultrasam.checkpoints import CheckpointError, load_model, save_native
 from ultrasam.config import SMALL, VARIANTS, ModelConfig, get_config
 from ultrasam.data.coco import CocoWriter, write_json
+from ultrasam.data.synthetic import make_phantom
 from ultrasam.modeling import build_model
-from ultrasam.synthetic import make_phantom
 from ultrasam.train import load_config, train
+from ultrasam.weights.checkpoints import CheckpointError, load_model, save_native
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MAX_FILE_BYTES = 16 * 2**20
 
 

@@ -18,9 +18,14 @@ import torch
 
 from ultrasam.config import get_config
 from ultrasam.modeling import Sam, build_model
-from ultrasam.speed import adamw, keep_decoder_fp32, optimise_for_gpu, set_attention_backend
+from ultrasam.modeling.speed import (
+    adamw,
+    keep_decoder_fp32,
+    optimise_for_gpu,
+    set_attention_backend,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BENCH = ROOT / "benchmarks"
 
 

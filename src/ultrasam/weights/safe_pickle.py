@@ -31,7 +31,7 @@ import types
 from dataclasses import dataclass
 from typing import IO, Any
 
-from .errors import UnsafeCheckpointError
+from ..errors import UnsafeCheckpointError
 
 # Storages a state dict may use (legacy typed-storage names, as torch.save writes them).
 _STORAGES = ("Float", "Double", "Half", "BFloat16", "Long", "Int", "Short", "Char", "Byte",

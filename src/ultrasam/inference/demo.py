@@ -18,7 +18,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-DEMO_IMAGE = Path(__file__).parent / "demo_data" / "us1_lymph_node.png"
+DEMO_IMAGE = Path(__file__).parents[1] / "demo_data" / "us1_lymph_node.png"
 # XYXY pixels of the left lymph node in DEMO_IMAGE (640 x 480), drawn by eye around the
 # hypoechoic oval, as a user would drag it.
 DEMO_BOX = (96.0, 162.0, 304.0, 278.0)
@@ -28,7 +28,7 @@ def run_demo(out_dir: str | Path) -> int:
     """Segment the embedded scan from ``DEMO_BOX`` with the default model; write
     ``<out>/us1_lymph_node.{mask,overlay}.png`` and ``.json``. Returns a process exit code
     (non-zero when no default model is bundled: random weights are never run as a model)."""
-    from .checkpoints import DEFAULT_MODEL_DIR
+    from ..weights.checkpoints import DEFAULT_MODEL_DIR
 
     if not (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
         print("ultrasam demo: no trained default model is bundled with this installation; "
@@ -37,7 +37,7 @@ def run_demo(out_dir: str | Path) -> int:
         return 3
     from PIL import Image
 
-    from .segment import Prompt, predict_files
+    from .predict_files import Prompt, predict_files
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

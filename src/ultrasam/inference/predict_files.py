@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .inference.batch import Prompt, parse_box, parse_point, predict_batch
-from .inference.batch.overlay import overlay
+from .batch import Prompt, parse_box, parse_point, predict_batch
+from .batch.overlay import overlay
 
 __all__ = ["Prompt", "overlay", "parse_box", "parse_point", "predict_files"]
 

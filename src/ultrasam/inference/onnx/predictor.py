@@ -1,9 +1,9 @@
 """OnnxPredictor: the ``Predictor`` API over an exported folder, with ONNX Runtime alone.
 
 Same ``set_image`` / ``predict`` arguments, shapes and return tuple as
-:class:`ultrasam.predictor.Predictor` with its default postprocessing, including UltraSam's
-two-pass refinement, which runs here in numpy on top of the decoder graph (the schedule of
-``ultrasam.refine``).
+:class:`ultrasam.inference.predictor.Predictor` with its default postprocessing, including
+UltraSam's two-pass refinement, which runs here in numpy on top of the decoder graph (the
+schedule of ``ultrasam.inference.refine``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingDependencyError
+from ...errors import MissingDependencyError
 from .geometry import Preprocess, box_from_logits
 from .prompts import check_box, check_mask_input, check_points, decoder_tokens
 
@@ -164,7 +164,7 @@ class OnnxPredictor:
     def set_image(self, image: np.ndarray | str | Path, image_format: str = "RGB",
                   frame: int | None = None, slice: int | None = None, axis: int = 0) -> None:
         """Compute and cache the embedding of an image (arguments as ``Predictor.set_image``)."""
-        from ..io import load_image, to_rgb_uint8
+        from ...io import load_image, to_rgb_uint8
 
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be 'RGB' or 'BGR', got {image_format!r}")
@@ -271,8 +271,8 @@ class OnnxPredictor:
     def _refine(self, coords: np.ndarray | None, labels: np.ndarray | None,
                 box: np.ndarray | None, mask: np.ndarray | None
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """UltraSam's two passes (``ultrasam.refine``): pass 1 single-mask; pass 2 with its
-        logits as the mask prompt and, for a prompt without a box whose pass-1 mask is not
+        """UltraSam's two passes (``ultrasam.inference.refine``): pass 1 single-mask; pass 2 with
+        its logits as the mask prompt and, for a prompt without a box whose pass-1 mask is not
         empty, the box of that mask instead of the points; the best multimask output."""
         assert self.original_size is not None and self.input_size is not None
         s = self.model.img_size
@@ -281,7 +281,8 @@ class OnnxPredictor:
         frame_logits, _, low1 = self._decode(coords, labels, box, mask, (s, s))
         derived = None if box is not None else box_from_logits(frame_logits[0], self.input_size)
         if derived is not None:
-            # Minus 0.5: the prompt encoder adds the pixel-centre shift (see ultrasam.refine).
+            # Minus 0.5: the prompt encoder adds the pixel-centre shift (see
+            # ultrasam.inference.refine).
             masks, iou, low = self._decode(None, None, derived - 0.5, low1[0:1],
                                            self.original_size)
         else:

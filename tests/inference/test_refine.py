@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from ultrasam import Predictor
+from ultrasam.inference.refine import boxes_from_logits, refine_two_pass
 from ultrasam.modeling import build_model
-from ultrasam.refine import boxes_from_logits, refine_two_pass
 
 
 def _model(seed: int) -> torch.nn.Module:

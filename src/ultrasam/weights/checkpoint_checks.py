@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 
 import torch
 
-from .config import ModelConfig
-from .errors import CheckpointError
+from ..config import ModelConfig
+from ..errors import CheckpointError
 
 # field -> (lowest, highest) allowed value for a config that comes from a file.
 INT_BOUNDS: dict[str, tuple[int, int]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ultrasam.synthetic import MOTIONS, make_cine
+from ultrasam.data.synthetic import MOTIONS, make_cine
 
 
 def test_same_seed_same_bytes_masks_exact_and_inside_the_fov() -> None:

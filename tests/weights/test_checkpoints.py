@@ -10,11 +10,16 @@ import pytest
 import torch
 
 import ultrasam
-from ultrasam.checkpoints import (CheckpointError, DefaultModelUnavailable, load_model,
-                                  read_checkpoint, save_native)
 from ultrasam.config import get_config
-from ultrasam.convert import ConversionError, sam_to_ultrasam, ultrasam_to_sam
 from ultrasam.modeling import build_model
+from ultrasam.weights.checkpoints import (
+    CheckpointError,
+    DefaultModelUnavailable,
+    load_model,
+    read_checkpoint,
+    save_native,
+)
+from ultrasam.weights.convert import ConversionError, sam_to_ultrasam, ultrasam_to_sam
 
 
 def _randomised(variant: str = "tiny", seed: int = 0) -> torch.nn.Module:
@@ -99,7 +104,7 @@ def test_ultrasam_container_with_framework_objects_loads(tmp_path: Path, tiny_st
         "sys.modules['mmengine'] = types.ModuleType('mmengine')\n"
         "sys.modules['mmengine.logging'] = types.ModuleType('mmengine.logging')\n"
         "sys.modules['mmengine.logging.message_hub'] = mod\n"
-        "from ultrasam.convert import sam_to_ultrasam\n"
+        "from ultrasam.weights.convert import sam_to_ultrasam\n"
         "sd = torch.load(sys.argv[1])\n"
         "torch.save({'meta': {'epoch': 1}, 'state_dict': sam_to_ultrasam(sd),\n"
         "            'message_hub': MessageHub(), 'param_schedulers': []}, sys.argv[2])\n")
@@ -232,7 +237,7 @@ def test_native_fp16_weights_load(tmp_path: Path) -> None:
 
 
 def test_default_model_error_is_clear() -> None:
-    from ultrasam.checkpoints import DEFAULT_MODEL_DIR
+    from ultrasam.weights.checkpoints import DEFAULT_MODEL_DIR
 
     if (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
         assert load_model().config is not None
@@ -301,7 +306,7 @@ def test_native_records_and_verifies_sha256(tmp_path: Path, caplog) -> None:
     import hashlib
     import json
 
-    from ultrasam.checkpoints import checkpoint_info
+    from ultrasam.weights.checkpoints import checkpoint_info
 
     folder = save_native(_randomised(), tmp_path / "n", dtype=torch.float16)
     meta = json.loads((folder / "config.json").read_text())
@@ -311,7 +316,7 @@ def test_native_records_and_verifies_sha256(tmp_path: Path, caplog) -> None:
     # A folder written before hashes were recorded still loads, with a debug note.
     del meta["weights_sha256"]
     (folder / "config.json").write_text(json.dumps(meta))
-    with caplog.at_level("DEBUG", logger="ultrasam.checkpoints"):
+    with caplog.at_level("DEBUG", logger="ultrasam.weights.checkpoints"):
         load_model(folder)
     assert "no weights_sha256" in caplog.text
     # Overwritten bytes: refused when the hash is recorded.
@@ -346,7 +351,7 @@ def test_non_finite_weights_are_refused_everywhere(tmp_path: Path, tiny_state) -
     ({"prompt_embed_dim": 63}, "prompt_embed_dim"),
 ])
 def test_config_bounds(change: dict, match: str) -> None:
-    from ultrasam.checkpoint_checks import check_config_bounds
+    from ultrasam.weights.checkpoint_checks import check_config_bounds
 
     base = get_config("fusion" if any(k.startswith("conv") for k in change) else "vit_b")
     check_config_bounds(base, "x")
@@ -356,7 +361,7 @@ def test_config_bounds(change: dict, match: str) -> None:
 
 def test_cli_shows_one_line_for_project_errors_and_tracebacks_for_bugs(
         tmp_path: Path, monkeypatch, capsys) -> None:
-    import ultrasam.checkpoints as ckpt
+    import ultrasam.weights.checkpoints as ckpt
     from ultrasam.cli import main
 
     path = tmp_path / "x.pth"

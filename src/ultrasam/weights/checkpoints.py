@@ -9,7 +9,7 @@ Formats:
   + ``README.md``.
 
 Every load is
-- safe: safetensors, or a ``torch.save`` zip read by :mod:`ultrasam.torch_files` (records,
+- safe: safetensors, or a ``torch.save`` zip read by :mod:`ultrasam.weights.torch_files` (records,
   pickle opcodes and globals checked before ``torch.load(weights_only=True)``; nothing from the
   file runs);
 - bounded: the config (read or inferred) is checked against fixed bounds, the model is built on
@@ -32,24 +32,24 @@ from typing import Any
 import torch
 from torch.overrides import TorchFunctionMode
 
+from ..config import VARIANTS, ModelConfig
+from ..errors import CheckpointError, DefaultModelUnavailable, UserInputError
+from ..modeling import build_model
+from ..modeling.base import PromptableModel
 from .checkpoint_checks import (
     check_config_bounds,
     check_finite,
     check_parameter_count,
     contiguous_indices,
 )
-from .config import VARIANTS, ModelConfig
 from .convert import ConversionError, ultrasam_to_sam
-from .errors import CheckpointError, DefaultModelUnavailable, UserInputError
-from .modeling import build_model
-from .modeling.base import PromptableModel
 from .torch_files import load_torch_file
 
 log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("sam", "medsam", "ultrasam", "native")
 NATIVE_VERSION = 1
-DEFAULT_MODEL_DIR = Path(__file__).parent / "weights" / "default"
+DEFAULT_MODEL_DIR = Path(__file__).parent / "default"
 HASH_KEY = "weights_sha256"  # config.json: sha256 of model.safetensors
 MAX_CONFIG_BYTES = 1 << 20
 ALIGNMENT = 64  # bytes, as torch.save aligns its storages
