@@ -13,6 +13,9 @@ everywhere and live here, each written once:
   :func:`read_pair_bytes` (archive members decoded from memory), :func:`read_entry_pair` (entries
   read through :func:`._entry_io.read_entry_image`) and :func:`read_file_pair` (plain files under
   the native folder, with :func:`sizes_match` for the image/mask size check).
+* :func:`matched_pairs` is the whole loop of the converters that find each image's mask file
+  by a rule (same name in a sibling folder, a name pattern): claim the mask, read the pair with
+  :func:`read_matched_pair`, and warn about the masks no image claimed (:func:`warn_orphans`).
 * :func:`binary_foreground` turns a 0/1 or 0/255 mask into booleans and warns about other values.
 * :func:`add_or_skip` adds an image and turns the writer's ``ValueError`` (size mismatch, bad
   layout) into a warning.
@@ -23,7 +26,7 @@ Array layouts: images ``H x W`` or ``H x W x 3`` uint8; masks as stored (``H x W
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -39,7 +42,8 @@ from ._volumes import read_nifti
 __all__ = [
     "collect_pairs", "role_folder_key", "complete_pair", "LoadedPair", "load_pair",
     "read_pair_bytes", "read_nifti_entry", "read_entry_pair", "read_file_pair",
-    "sizes_match", "binary_foreground", "add_or_skip", "read_matched_pair", "warn_orphans",
+    "sizes_match", "binary_foreground", "add_or_skip", "read_matched_pair", "MatchedPair",
+    "matched_pairs", "warn_orphans",
 ]
 
 K = TypeVar("K", bound=Hashable)
@@ -163,19 +167,53 @@ def read_file_pair(image_path: Path, mask_path: Path, native_dir: Path, writer: 
 
 
 def read_matched_pair(image_path: Path, mask_path: Path | None, native_dir: Path,
-                      writer: CocoWriter, check_size: bool = True
+                      writer: CocoWriter, check_size: bool = True, what: str = "mask"
                       ) -> tuple[np.ndarray, np.ndarray] | None:
     """An image and its mask file, or None after a warning naming the image: no mask file
-    (``"no mask file; image skipped"``), an unreadable file (:func:`read_file_pair`), or — with
-    ``check_size`` — a mask whose size differs from the image's (:func:`sizes_match`)."""
+    (``"no <what> file; image skipped"``), an unreadable file (:func:`read_file_pair`), or —
+    with ``check_size`` — a mask whose size differs from the image's (:func:`sizes_match`).
+    ``what``: what the dataset calls its masks (mask, annotation)."""
     source = relative_source(image_path, native_dir)
     if mask_path is None or not mask_path.is_file():
-        writer.warn(source, "no mask file; image skipped")
+        writer.warn(source, f"no {what} file; image skipped")
         return None
     read = read_file_pair(image_path, mask_path, native_dir, writer)
-    if read is None or (check_size and not sizes_match(*read, source, writer)):
+    if read is None or (check_size and not sizes_match(*read, source, writer, what=what)):
         return None
     return read
+
+
+class MatchedPair(NamedTuple):
+    """One image of :func:`matched_pairs` with its mask: ``source`` is the image's path relative
+    to the native folder (the name its record and warnings carry); arrays as stored."""
+
+    image_path: Path
+    source: str
+    image: np.ndarray
+    mask: np.ndarray
+
+
+def matched_pairs(image_paths: Iterable[Path], mask_of: Callable[[Path], Path | None],
+                  native_dir: Path, writer: CocoWriter, *, orphans: Iterable[Path] = (),
+                  check_size: bool = True, what: str = "mask") -> Iterator[MatchedPair]:
+    """The pairing loop of the folder-per-role converters, written once.
+
+    For each image in order, its mask file ``mask_of(image)`` (None: none found) is claimed and
+    the pair read by :func:`read_matched_pair` (a pair it rejects is skipped with its warning);
+    once every image was yielded, the ``orphans`` candidates no image claimed are warned about
+    (:func:`warn_orphans`). Warnings come in the order the loop met them, so a converter that
+    consumes the whole iterator writes the same corpus as when it held the loop itself.
+    """
+    claimed: set[Path] = set()
+    for image_path in image_paths:
+        mask_path = mask_of(image_path)
+        if mask_path is not None:
+            claimed.add(mask_path)
+        read = read_matched_pair(image_path, mask_path, native_dir, writer,
+                                 check_size=check_size, what=what)
+        if read is not None:
+            yield MatchedPair(image_path, relative_source(image_path, native_dir), *read)
+    warn_orphans(orphans, claimed, native_dir, writer, what=what)
 
 
 def warn_orphans(candidates: Iterable[Path], claimed: set[Path], native_dir: Path,

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair, warn_orphans
+from ._pairs import matched_pairs
 from ._read import find_dirs, natural_sorted, relative_source, threshold
 from ._tables import read_csv_dicts
 
@@ -62,16 +62,11 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         if not masks_dir.is_dir():
             continue
         info = _read_info(images_dir.parent, native_dir, writer)
-        claimed: set[Path] = set()
-        for image_path in natural_sorted(p for p in images_dir.iterdir()
-                                         if p.suffix.lower() == ".png"):
-            source = relative_source(image_path, native_dir)
-            mask_path = masks_dir / image_path.name
-            claimed.add(mask_path)
-            read = read_matched_pair(image_path, mask_path, native_dir, writer)
-            if read is None:
-                continue
-            image, raw = read
+        pairs = matched_pairs(
+            natural_sorted(p for p in images_dir.iterdir() if p.suffix.lower() == ".png"),
+            lambda image_path, masks=masks_dir: masks / image_path.name, native_dir, writer,
+            orphans=(p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"))
+        for image_path, source, image, raw in pairs:
             lesion = threshold(raw, 128)
             colour = _colour_label(raw)
             label = info.get(image_path.name, colour if colour != "lesion" else None)
@@ -82,8 +77,6 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             writer.add_image(image, {STRUCTURE: lesion}, source=source,
                              group=m[1] if m else None, label=label,
                              name_parts=(m[1] if m else "",))
-        warn_orphans((p for p in masks_dir.iterdir() if p.suffix.lower() == ".png"), claimed,
-                     native_dir, writer)
 
 
 SOURCE = Source(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair, warn_orphans
+from ._pairs import matched_pairs
 from ._read import find_dirs, natural_sorted, relative_source, threshold
 from ._tables import read_csv_dicts
 
@@ -38,6 +38,11 @@ def _rows(path: Path, native_dir: Path, writer: CocoWriter) -> dict[str, dict[st
     return {r["ID"].strip(): r for _, r in rows if r.get("ID", "").strip()}
 
 
+def _mask_name(image_path: Path) -> str:
+    """``bus_0001-l.png`` -> ``mask_0001-l.png``."""
+    return f"mask_{image_path.stem[len('bus_'):]}{image_path.suffix}"
+
+
 def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Write every BUS-BRA image under ``native_dir`` with its lesion mask and metadata."""
     native_dir = Path(native_dir)
@@ -48,18 +53,15 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             continue
         meta = _rows(root / "bus_data.csv", native_dir, writer)
         folds = _rows(root / "5-fold-cv.csv", native_dir, writer)
-        claimed: set[Path] = set()
-        for image_path in natural_sorted(p for p in image_dir.iterdir()
-                                         if p.suffix.lower() == ".png"
-                                         and p.stem.lower().startswith("bus_")):
-            source = relative_source(image_path, native_dir)
+        pairs = matched_pairs(
+            natural_sorted(p for p in image_dir.iterdir()
+                           if p.suffix.lower() == ".png" and p.stem.lower().startswith("bus_")),
+            lambda image_path, masks=mask_dir: masks / _mask_name(image_path), native_dir, writer,
+            orphans=(p for p in mask_dir.iterdir() if p.suffix.lower() == ".png"
+                     and p.stem.lower().startswith("mask_")))
+        for image_path, source, image, raw in pairs:
             image_id = image_path.stem
-            mask_path = mask_dir / f"mask_{image_id[len('bus_'):]}{image_path.suffix}"
-            claimed.add(mask_path)
-            read = read_matched_pair(image_path, mask_path, native_dir, writer)
-            if read is None:
-                continue
-            image, lesion = read[0], threshold(read[1], 128)
+            lesion = threshold(raw, 128)
             row = meta.get(image_id, {})
             fold = folds.get(image_id, {}).get("kFold", "").strip()
             split = None if not fold else ("test" if fold == TEST_FOLD else "train")
@@ -68,8 +70,6 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             writer.add_image(image, {STRUCTURE: lesion}, source=source, group=case, split=split,
                              label=pathology.strip().lower() or None,
                              name_parts=(f"p{case}" if case else "",))
-        warn_orphans((p for p in mask_dir.iterdir() if p.suffix.lower() == ".png"
-                      and p.stem.lower().startswith("mask_")), claimed, native_dir, writer)
 
 
 SOURCE = Source(

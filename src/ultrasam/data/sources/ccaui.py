@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair, warn_orphans
-from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, relative_source, threshold
+from ._pairs import matched_pairs
+from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, threshold
 
 STRUCTURE = "carotid_artery"
 _SLICE = re.compile(r"^(?P<recording>.+?)_slice_(?P<n>\d+)$", re.IGNORECASE)
@@ -34,22 +34,16 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         mask_dir = image_dir.parent / "Expert mask images"
         if not mask_dir.is_dir():
             continue
-        claimed: set[Path] = set()
-        for image_path in natural_sorted(p for p in image_dir.iterdir()
-                                         if p.suffix.lower() in IMAGE_SUFFIXES):
-            source = relative_source(image_path, native_dir)
-            mask_path = mask_dir / image_path.name
-            claimed.add(mask_path)
-            read = read_matched_pair(image_path, mask_path, native_dir, writer)
-            if read is None:
-                continue
-            image, artery = read[0], threshold(read[1], 128)
+        pairs = matched_pairs(
+            natural_sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+            lambda image_path, masks=mask_dir: masks / image_path.name, native_dir, writer,
+            orphans=(p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        for image_path, source, image, raw in pairs:
+            artery = threshold(raw, 128)
             m = _SLICE.match(image_path.stem)
             writer.add_image(image, {STRUCTURE: artery}, source=source,
                              group=m["recording"] if m else None,
                              frame=int(m["n"]) if m else None)
-        warn_orphans((p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                     claimed, native_dir, writer)
 
 
 SOURCE = Source(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair, warn_orphans
+from ._pairs import matched_pairs
 from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, relative_source, threshold
 from ._tables import read_csv_rows
 
@@ -53,24 +53,19 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             if not mask_dir.is_dir():
                 continue
             masks = {p.stem: p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
-            claimed: set[Path] = set()
-            for image_path in natural_sorted(p for p in image_dir.iterdir()
-                                             if p.suffix.lower() in IMAGE_SUFFIXES):
-                source = relative_source(image_path, native_dir)
-                mask_path = masks.get(image_path.stem)
-                if mask_path is not None:
-                    claimed.add(mask_path)
-                read = read_matched_pair(image_path, mask_path, native_dir, writer)
-                if read is None:
-                    continue
-                image, nodule = read[0], threshold(read[1], 128)
+            pairs = matched_pairs(
+                natural_sorted(p for p in image_dir.iterdir()
+                               if p.suffix.lower() in IMAGE_SUFFIXES),
+                lambda image_path, by_stem=masks: by_stem.get(image_path.stem), native_dir,
+                writer, orphans=masks.values())
+            for image_path, source, image, raw in pairs:
+                nodule = threshold(raw, 128)
                 m = _CASE.match(image_path.stem)
                 score = tirads.get(image_path.stem)
                 writer.add_image(image, {STRUCTURE: nodule}, source=source,
                                  group=m["case"] if m else None,
                                  name_parts=(f"c{m['case']}" if m else "",),
                                  extra={"tirads": score} if score else None)
-            warn_orphans(masks.values(), claimed, native_dir, writer)
 
 
 SOURCE = Source(

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_file_pair, sizes_match, warn_orphans
+from ._pairs import matched_pairs
 from ._read import find_dirs, natural_sorted, nonzero, relative_source
 from ._tables import read_json, read_text_lines
 
@@ -98,27 +98,18 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
             continue
         annotations = {p.stem.lower(): p for p in ann_dir.iterdir()
                        if p.suffix.lower() == ".png"}
-        claimed: set[Path] = set()
-        for image_path in natural_sorted(p for p in images_dir.iterdir()
-                                         if p.suffix.lower() in (".jpg", ".jpeg", ".png")):
-            source = relative_source(image_path, native_dir)
-            ann_path = annotations.get(image_path.stem.lower())
-            if ann_path is not None:
-                claimed.add(ann_path)
-            if ann_path is None:
-                writer.warn(source, "no annotation file; image skipped")
-                continue
-            read = read_file_pair(image_path, ann_path, native_dir, writer)
-            if read is None or not sizes_match(*read, source, writer, what="annotation"):
-                continue
-            image, raw = read
+        # The official release also ships N_binary.PNG beside each colour annotation: not orphans.
+        pairs = matched_pairs(
+            natural_sorted(p for p in images_dir.iterdir()
+                           if p.suffix.lower() in (".jpg", ".jpeg", ".png")),
+            lambda image_path, by_stem=annotations: by_stem.get(image_path.stem.lower()),
+            native_dir, writer, what="annotation",
+            orphans=(p for k, p in annotations.items() if not k.endswith("_binary")))
+        for image_path, source, image, raw in pairs:
             label = _TYPES.get(images_dir.parent.name.lower()) or _colour_label(raw)
             split = by_path.get(_key(source), by_stem.get(image_path.stem))
             writer.add_image(image, {STRUCTURE: nonzero(raw)}, source=source, split=split,
                              label=label, name_parts=(label or "",))
-        # The official release also ships N_binary.PNG beside each colour annotation: not orphans.
-        warn_orphans((p for k, p in annotations.items() if not k.endswith("_binary")), claimed,
-                     native_dir, writer, what="annotation")
 
 
 SOURCE = Source(

@@ -15,29 +15,29 @@ from pathlib import Path
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair, warn_orphans
-from ._read import natural_sorted, relative_source, resize_nearest, threshold
+from ._pairs import matched_pairs
+from ._read import natural_sorted, resize_nearest, threshold
 
 STRUCTURE = "breast_lesion"
 _IMAGE = re.compile(r"^Test_Image_(?P<k>\d+)$", re.IGNORECASE)
 _MASK = re.compile(r"^mask_\d+$", re.IGNORECASE)
 
 
+def _mask_path(image_path: Path) -> Path:
+    """``Test_Image_k.png`` -> ``mask_k.png`` beside it."""
+    k = _IMAGE.match(image_path.stem)["k"]  # type: ignore[index]
+    return image_path.with_name(f"mask_{k}{image_path.suffix}")
+
+
 def convert(native_dir: Path, writer: CocoWriter) -> None:
     """Write every ``Test_Image_k.png`` under ``native_dir`` with ``mask_k.png``."""
     native_dir = Path(native_dir)
     pngs = [p for p in native_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".png"]
-    claimed: set[Path] = set()
-    for image_path in natural_sorted(p for p in pngs if _IMAGE.match(p.stem)):
-        source = relative_source(image_path, native_dir)
-        k = _IMAGE.match(image_path.stem)["k"]  # type: ignore[index]
-        mask_path = image_path.with_name(f"mask_{k}{image_path.suffix}")
-        claimed.add(mask_path)
-        read = read_matched_pair(image_path, mask_path, native_dir, writer,
-                                 check_size=False)
-        if read is None:
-            continue
-        image, lesion = read[0], threshold(read[1], 128)
+    pairs = matched_pairs(natural_sorted(p for p in pngs if _IMAGE.match(p.stem)), _mask_path,
+                          native_dir, writer, orphans=(p for p in pngs if _MASK.match(p.stem)),
+                          check_size=False)
+    for _image_path, source, image, raw in pairs:
+        lesion = threshold(raw, 128)
         h, w = image.shape[:2]
         if lesion.shape[0] * w != lesion.shape[1] * h:
             # Resizing is only legitimate between sizes of the same aspect ratio.
@@ -45,7 +45,6 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                                 "ratio; pair skipped")
             continue
         writer.add_image(image, {STRUCTURE: resize_nearest(lesion, (h, w))}, source=source)
-    warn_orphans((p for p in pngs if _MASK.match(p.stem)), claimed, native_dir, writer)
 
 
 SOURCE = Source(

@@ -21,8 +21,8 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import read_matched_pair, sizes_match, warn_orphans
-from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted, relative_source
+from ._pairs import matched_pairs, sizes_match
+from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted
 
 LABELS = {1: "nerve", 2: "blood_vessel"}
 
@@ -35,17 +35,12 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
         if not mask_dir.is_dir():
             continue
         split = "test" if image_dir.parent.name.lower() == "test" else "train"
-        claimed: set[Path] = set()
-        for image_path in natural_sorted(p for p in image_dir.iterdir()
-                                         if p.suffix.lower() in IMAGE_SUFFIXES):
-            source = relative_source(image_path, native_dir)
-            mask_path = mask_dir / image_path.name
-            claimed.add(mask_path)
-            read = read_matched_pair(image_path, mask_path, native_dir, writer,
-                                     check_size=False)
-            if read is None:
-                continue
-            image, label = read
+        pairs = matched_pairs(
+            natural_sorted(p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+            lambda image_path, masks=mask_dir: masks / image_path.name, native_dir, writer,
+            orphans=(p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+            check_size=False)
+        for _image_path, source, image, label in pairs:
             if label.ndim != 2:
                 writer.warn(source, f"mask has shape {label.shape}, expected palette indices; "
                                     "pair skipped")
@@ -57,8 +52,6 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                 writer.warn(source, f"unknown label values {unknown} ignored")
             writer.add_image(image, {name: label == v for v, name in LABELS.items()},
                              source=source, split=split, name_parts=(split,))
-        warn_orphans((p for p in mask_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
-                     claimed, native_dir, writer)
 
 
 SOURCE = Source(
