@@ -15,7 +15,8 @@ import torch
 from ultrasam.config import get_config
 from ultrasam.modeling import build_model
 from ultrasam.modeling.flex_attention import rel_pos_attention, rel_pos_terms, resolve_backend
-from ultrasam.modeling.image_encoder import Attention, decomposed_rel_pos_bias
+from ultrasam.modeling.image_encoder import Attention
+from ultrasam.modeling.rel_pos import decomposed_rel_pos_bias
 
 # (grid, heads, head_dim): global-like, SAM's 14-px window shape, a non-square grid, a 1-row grid.
 CASES = [((8, 8), 2, 16), ((14, 14), 1, 8), ((5, 7), 3, 16), ((1, 6), 2, 8)]

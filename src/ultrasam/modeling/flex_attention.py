@@ -41,7 +41,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .image_encoder import decomposed_rel_pos_bias, get_rel_pos
+from .rel_pos import decomposed_rel_pos_bias, get_rel_pos
 
 Backend = Literal["auto", "sdpa", "flex", "fold"]
 BACKENDS: tuple[str, ...] = ("auto", "sdpa", "flex", "fold")

@@ -12,40 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .common import LayerNorm2d, MLPBlock
-
-
-def get_rel_pos(q_size: int, k_size: int, rel_pos: torch.Tensor) -> torch.Tensor:
-    """Relative position embeddings for every (query, key) offset: q_size x k_size x C.
-
-    ``rel_pos`` (L x C) is linearly resized when the grid differs from the one it was trained
-    for (e.g. a 1024-px checkpoint used at another input size).
-    """
-    max_rel_dist = int(2 * max(q_size, k_size) - 1)
-    if rel_pos.shape[0] != max_rel_dist:
-        resized = F.interpolate(rel_pos.reshape(1, rel_pos.shape[0], -1).permute(0, 2, 1),
-                                size=max_rel_dist, mode="linear")
-        rel_pos = resized.reshape(-1, max_rel_dist).permute(1, 0)
-    q_coords = torch.arange(q_size, device=rel_pos.device)[:, None] * max(k_size / q_size, 1.0)
-    k_coords = torch.arange(k_size, device=rel_pos.device)[None, :] * max(q_size / k_size, 1.0)
-    relative = (q_coords - k_coords) + (k_size - 1) * max(q_size / k_size, 1.0)
-    return rel_pos[relative.long()]
-
-
-def decomposed_rel_pos_bias(q: torch.Tensor, rel_pos_h: torch.Tensor, rel_pos_w: torch.Tensor,
-                            size: tuple[int, int]) -> torch.Tensor:
-    """SAM's additive attention bias from decomposed (height, width) relative positions.
-
-    q: (B*heads) x (H*W) x C unscaled queries. Returns (B*heads) x (H*W) x (H*W).
-    """
-    h, w = size
-    rh = get_rel_pos(h, h, rel_pos_h)
-    rw = get_rel_pos(w, w, rel_pos_w)
-    b, _, dim = q.shape
-    r_q = q.reshape(b, h, w, dim)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh)
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw)
-    bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-    return bias.reshape(b, h * w, h * w)
+from .flex_attention import rel_pos_attention
+from .rel_pos import decomposed_rel_pos_bias
 
 
 class Attention(nn.Module):
@@ -80,10 +48,7 @@ class Attention(nn.Module):
         qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.reshape(3, b * self.num_heads, h * w, -1).unbind(0)
         if self.use_rel_pos and self.backend != "sdpa":
-            # 2'. The same attention without the (H*W) x (H*W) bias tensor. Imported here
-            # because flex_attention builds on this module's rel-pos helpers.
-            from .flex_attention import rel_pos_attention
-
+            # 2'. The same attention without the (H*W) x (H*W) bias tensor.
             out = rel_pos_attention(q.view(b, self.num_heads, h * w, -1),
                                     k.view(b, self.num_heads, h * w, -1),
                                     v.view(b, self.num_heads, h * w, -1),
