@@ -7,6 +7,7 @@ DICOM and volume readers import their optional dependencies only when used.
 
 from __future__ import annotations
 
-from ultrasam.io.images import LoadedImage, load_image, to_rgb_uint8
+from ultrasam.io.images import LoadedImage, to_rgb_uint8
+from ultrasam.io.load import load_image
 
 __all__ = ["LoadedImage", "load_image", "to_rgb_uint8"]

@@ -40,7 +40,8 @@ from typing import Any
 
 import numpy as np
 
-from ultrasam.io.images import load_image, sniff_format, to_rgb_uint8
+from ultrasam.io.images import to_rgb_uint8
+from ultrasam.io.load import load_image, sniff_format
 
 logger = logging.getLogger(__name__)
 

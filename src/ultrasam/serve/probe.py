@@ -1,6 +1,6 @@
 """Check an uploaded file from its content and headers before any pixel is decoded.
 
-The format comes from the file's first bytes (:func:`ultrasam.io.images.sniff_format`), never
+The format comes from the file's first bytes (:func:`ultrasam.io.load.sniff_format`), never
 from the client's file name. Sizes come from headers (Pillow's lazy open, the DICOM header, the
 NIfTI header, the MetaImage header) and are checked against the limits first, so a
 decompression bomb is refused without being decompressed. Two constructs that would let a file
@@ -14,7 +14,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ultrasam.io.images import sniff_format
+from ultrasam.io.load import sniff_format
 
 from .settings import ServeSettings
 
