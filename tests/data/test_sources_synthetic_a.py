@@ -1,8 +1,9 @@
 """Synthetic native trees for 17 US-43d sources without real samples, plus their helpers.
 
-Each test writes, under tmp_path, a tiny tree laid out exactly as the release documented in
-docs/reference/us43d.md (names, formats, label codes, archives), converts it and checks the exact
-images, instances per structure, groups, frame/slice indices, splits/labels, and that a corrupt
+Each test writes, under tmp_path, a tiny tree laid out exactly as each release is documented in
+its converter's docstring (names, formats, label codes, archives; the sources are listed in
+docs/sources.md), converts it and checks the exact images, instances per structure, groups,
+frame/slice indices, splits/labels, and that a corrupt
 file, a size mismatch or an unknown label value is warned about (naming the file) while the rest
 converts.
 """

@@ -1,6 +1,6 @@
 """Ground truth for evaluation and class-agnostic COCO mask mAP via pycocotools.
 
-The paper's protocol (docs/reference/ultrasam.md §5) scores masks with pycocotools' ``COCOeval``
+The paper's protocol (UltraSam, arXiv:2411.16222) scores masks with pycocotools' ``COCOeval``
 (``segm``) after merging every category into one ``object``: a prompted model is told *which*
 instance to segment, so categories carry no information. Predictions are one per ground-truth
 instance, in COCO results format (``image_id``, ``category_id`` = 1, RLE ``segmentation`` with a

@@ -1,6 +1,6 @@
 """Per-instance segmentation metrics and their aggregation with confidence intervals.
 
-Definitions (fixed here once, because libraries disagree; see docs/reference/ultrasam.md §5):
+Definitions (fixed here once, because libraries disagree):
 
 - **Dice** = 2|P ∩ G| / (|P| + |G|); **IoU** = |P ∩ G| / |P ∪ G|. Both masks empty: 1.0.
 - **Boundary** of a mask = the mask minus its erosion by the 3 x 3 square (8-neighbourhood),

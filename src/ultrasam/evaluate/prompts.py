@@ -4,7 +4,7 @@ Coordinate frame: pixel coordinates of the evaluated image as SAM's predictor ta
 the right, y down; a point on the pixel at row i, column j is (j, i), and a COCO box
 (x, y, w, h) is the XYXY box (x, y, x + w, y + h). No +0.5 pixel-centre shift is added here:
 the prompt encoder (Meta's) adds it to every coordinate, so it is applied exactly once
-(docs/reference/ultrasam.md §3.3; ``ultrasam.inference.refine`` documents the same rule).
+(``ultrasam.inference.refine`` documents the same rule).
 Points are (x, y); boxes are (x1, y1, x2, y2).
 """
 
