@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -30,6 +30,7 @@ from ..errors import UserInputError
 from ..modeling.base import PromptableModel
 from ..modeling.fast_decoder import DecoderImageCache, fast_decode, prepare_image
 from ..modeling.sam import Sam
+from .prompt_batch import PromptTensors, batch_key, stack_prompts
 from .prompt_checks import PromptError, check_box, check_mask_input, check_points
 from .refine import refine_two_pass
 from .transforms import ResizeLongestSide
@@ -83,6 +84,15 @@ class ImageState:
 
 
 _EMPTY = ImageState()
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A validated prompt and the image state it belongs to (:meth:`Predictor.prepare_prompt`):
+    what :meth:`Predictor.predict_prepared` decodes, several at once."""
+
+    state: ImageState
+    prompt: PromptTensors
 
 
 class Predictor:
@@ -263,7 +273,24 @@ class Predictor:
         low-res logits C x L x L, with C = 3 when ``multimask_output`` else 1. ``refine=True``
         runs UltraSam's two-pass schedule and returns its single best mask (C = 1).
         """
-        state = self._require_image()
+        p = self.prepare_prompt(point_coords, point_labels, box, mask_input, multimask_output,
+                                refine)
+        q = p.prompt
+        masks, iou, low_res = self._predict_torch(p.state, q.point_coords, q.point_labels,
+                                                  q.box, q.mask_input, multimask_output,
+                                                  return_logits, refine)
+        return _to_numpy(masks[0]), _to_numpy(iou[0]), _to_numpy(low_res[0])
+
+    def prepare_prompt(self, point_coords: np.ndarray | None = None,
+                       point_labels: np.ndarray | None = None, box: np.ndarray | None = None,
+                       mask_input: np.ndarray | None = None, multimask_output: bool = True,
+                       refine: bool = False, state: ImageState | None = None
+                       ) -> PreparedPrompt:
+        """Validate one prompt (arguments as :meth:`predict`) against ``state`` (default: the
+        current image) and move it to the model's input frame; raises :class:`PromptError`."""
+        state = self._require_image() if state is None else state
+        if not state.is_set:
+            raise RuntimeError("the image state has no embedding: set_image(...) first")
         size = state.original_size
         assert size is not None
         coords_t = labels_t = box_t = mask_t = None
@@ -281,9 +308,76 @@ class Predictor:
         if coords_t is None and box_t is None and mask_t is None:
             raise PromptError("no prompt given: pass point_coords/point_labels, box or "
                               "mask_input")
-        masks, iou, low_res = self._predict_torch(state, coords_t, labels_t, box_t, mask_t,
-                                                  multimask_output, return_logits, refine)
-        return _to_numpy(masks[0]), _to_numpy(iou[0]), _to_numpy(low_res[0])
+        return PreparedPrompt(state, PromptTensors(coords_t, labels_t, box_t, mask_t,
+                                                   bool(multimask_output), bool(refine)))
+
+    def predict_prepared(self, prompts: Sequence[PreparedPrompt], return_logits: bool = False,
+                         max_batch: int = 32) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Decode prepared prompts, of one image or several, in as few decoder calls as their
+        layouts allow (at most ``max_batch`` prompts per call, bounding memory).
+
+        Returns, in order, what :meth:`predict` returns for each prompt alone (masks, iou,
+        low-res logits), equal up to float rounding: prompts are grouped by
+        :func:`~ultrasam.inference.prompt_batch.batch_key`. A SAM model on the fast decoder
+        (whose cache is per image) batches the prompts of each image; other models batch
+        across images, each prompt decoded against its own image's features.
+        """
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        per_image = self.fast and isinstance(self.model, Sam)
+        groups: dict[Any, list[int]] = {}
+        for i, p in enumerate(prompts):
+            if not isinstance(p, PreparedPrompt):
+                raise TypeError(f"predict_prepared takes PreparedPrompt items "
+                                f"(Predictor.prepare_prompt), got {type(p).__name__}")
+            key = batch_key(p.prompt, self.model.exact_prompt_padding)
+            groups.setdefault((key, id(p.state)) if per_image else key, []).append(i)
+        results: list[Any] = [None] * len(prompts)
+        for rows in groups.values():
+            for start in range(0, len(rows), max_batch):
+                chunk = rows[start:start + max_batch]
+                outs = self._predict_group([prompts[i] for i in chunk], return_logits)
+                for i, out in zip(chunk, outs):
+                    results[i] = out
+        return results
+
+    @torch.no_grad()
+    def _predict_group(self, items: Sequence[PreparedPrompt], return_logits: bool
+                       ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Prompts of one :func:`batch_key` decoded in one call; one result per prompt."""
+        q = stack_prompts([p.prompt for p in items])
+        states: list[ImageState] = []
+        index: list[int] = []
+        for p in items:
+            j = next((k for k, s in enumerate(states) if s is p.state), None)
+            if j is None:
+                states.append(p.state)
+                j = len(states) - 1
+            index.append(j)
+        if len(states) == 1:
+            masks, iou, low_res = self._predict_torch(
+                states[0], q.point_coords, q.point_labels, q.box, q.mask_input,
+                q.multimask_output, return_logits, q.refine)
+            return [(_to_numpy(masks[i]), _to_numpy(iou[i]), _to_numpy(low_res[i]))
+                    for i in range(len(items))]
+        # Several images: each prompt decodes against its own image's features.
+        features = torch.cat([s.features for s in states])  # type: ignore[misc]
+        image_index = torch.as_tensor(index, dtype=torch.long, device=self.device)
+        if q.refine:
+            sizes = torch.tensor([states[j].input_size for j in index], device=self.device)
+            out = refine_two_pass(self.model, features, q.point_coords,  # type: ignore[arg-type]
+                                  q.point_labels, q.box, image_index=image_index,
+                                  input_sizes=sizes, mask_inputs=q.mask_input)
+            low_res, iou = out.logits, out.iou
+        else:
+            low_res, iou = self.model.decode(features, q.point_coords, q.point_labels, q.box,
+                                             q.mask_input, q.multimask_output,
+                                             image_index=image_index)
+        results = []
+        for i, j in enumerate(index):
+            masks = self._postprocess(states[j], low_res[i:i + 1], return_logits)
+            results.append((_to_numpy(masks[0]), _to_numpy(iou[i]), _to_numpy(low_res[i])))
+        return results
 
     def predict_torch(self, point_coords: torch.Tensor | None,
                       point_labels: torch.Tensor | None, boxes: torch.Tensor | None = None,

@@ -20,6 +20,10 @@ class PromptableModel(nn.Module):
     (low-res logits P x M x L x L, predicted IoU P x M), with L = ``config.mask_size``."""
 
     mask_threshold: float = 0.0
+    # True when a prompt padded with label -1 points (at 0, 0) and, lacking a box, given a box
+    # of -1s decodes exactly as the prompt alone, so prompts of different layouts may share one
+    # decode (see ultrasam.inference.prompt_batch). SAM attends to padding tokens: False.
+    exact_prompt_padding: bool = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

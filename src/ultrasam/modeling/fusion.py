@@ -149,6 +149,9 @@ class FusionNet(PromptableModel):
     ``num_multimask_outputs``, ``iou_head_hidden_dim``, ``pixel_mean`` / ``pixel_std``.
     """
 
+    # Prompts are rasterised: a label -1 point draws no disk and a box of -1s no rectangle.
+    exact_prompt_padding = True
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__(config)
         dims, depths = config.conv_dims, config.conv_depths
