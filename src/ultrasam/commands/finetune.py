@@ -64,6 +64,28 @@ def register(subparsers: Any) -> None:
     s.add_argument("--structure", action="append", default=None, dest="structures",
                    metavar="NAME", help="segment this structure (repeatable; default: all)")
     s.set_defaults(func=_run)
+    pr = sub.add_parser("predict", help="apply a saved fine-tuned run to new images",
+                        description="Class probabilities (predictions.csv) or label-map PNGs "
+                                    "(masks/<stem>.png, pixel value = class index, named in "
+                                    "structures.json) from a run folder's weights.")
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="folder written by finetune classify "
+                                                        "or segment (finetune.json + weights)")
+    pr.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    pr.add_argument("--out", required=True, help="output folder")
+    pr.add_argument("--batch-size", type=int, default=8)
+    pr.add_argument("--device", default="cpu")
+    pr.set_defaults(func=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from ultrasam.finetune.predict import predict_files
+
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    r = predict_files(args.run_dir, args.images, args.out, batch_size=args.batch_size,
+                      device=args.device)
+    print(f"{r['task']}: {r['n_images']} image(s) -> {args.out}")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -33,6 +33,7 @@ from torch import nn
 from ..evaluate.metrics import aggregate, instance_scores
 from ..train.fusion_augment import AugmentConfig, augment
 from . import report
+from .cache import RunCache, fingerprint, frozen_features
 from .cls_metrics import classification_report, point_metrics
 from .config import FinetuneConfig
 from .data import ImageSource, Record, Tensors, load_tensors, open_source
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
 IGNORE = 255  # label-map value of padding pixels (no loss there)
-FEATURE_BATCH = 8
 
 
 # ------------------------------------------------------------------------------ shared steps
@@ -54,12 +54,14 @@ def plan_splits(records: Sequence[Record], cfg: FinetuneConfig) -> dict[str, lis
     fr = dict(zip(SPLIT_NAMES, cfg.fractions))
     assigned = split_records(records, seed=cfg.seed, fractions=fr)
     out = {s: [i for i, a in enumerate(assigned) if a == s] for s in SPLIT_NAMES}
-    out["train"] = label_fraction(records, out["train"], cfg.label_fraction, cfg.seed)
+    # The cap first, then the label fraction of the capped training set: smaller fractions
+    # are subsets of larger ones (a nested label-efficiency curve; cached features reused).
     if cfg.max_images is not None:
         for s in SPLIT_NAMES:
             if len(out[s]) > cfg.max_images:
                 out[s] = label_fraction(records, out[s], cfg.max_images / len(out[s]),
                                         cfg.seed + 1)
+    out["train"] = label_fraction(records, out["train"], cfg.label_fraction, cfg.seed)
     empty = [s for s in SPLIT_NAMES if not out[s]]
     if empty:
         raise ValueError(f"no images in split(s) {empty}; "
@@ -100,34 +102,32 @@ class _Run:
                                                                             self.head)
 
 
-def _features(encoder: EncoderAdapter, t: Tensors) -> list[torch.Tensor]:
-    """Frozen features of every image (fp16 to halve the memory), finest first."""
-    encoder.eval()
-    valid = t.valid()
-    chunks: list[list[torch.Tensor]] = []
-    with torch.no_grad():
-        for s in range(0, len(t.images), FEATURE_BATCH):
-            sl = slice(s, s + FEATURE_BATCH)
-            dev = encoder.model.device
-            feats = encoder(t.images[sl].to(dev).float(), valid[sl].to(dev))
-            chunks.append([f.cpu().half() for f in feats])
-    return [torch.cat([c[i] for c in chunks]) for i in range(len(chunks[0]))]
-
-
 def _prepare(source: ImageSource, records: list[Record], splits: dict[str, list[int]],
              cfg: FinetuneConfig, make_head: Callable[[EncoderAdapter], nn.Module],
-             classes: Sequence[str] | None) -> _Run:
-    """Steps 2-3 of the module docstring."""
+             classes: Sequence[str] | None, cache: RunCache | None = None) -> _Run:
+    """Steps 2-3 of the module docstring; ``cache`` reuses resized images and frozen
+    features of earlier runs in this process (:mod:`.cache`)."""
     encoder, name = load_encoder(cfg.checkpoint, cfg.variant, cfg.device, cfg.seed)
     encoder.set_mode(cfg.mode, unfreeze=cfg.unfreeze, lora_rank=cfg.lora_rank)
     with torch.random.fork_rng():
         torch.manual_seed(cfg.seed)
         head = make_head(encoder).to(cfg.device)
-    tensors = {s: load_tensors(source, [records[i].index for i in idx], encoder.img_size,
-                               classes) for s, idx in splits.items()}
+    rows = {s: [records[i].index for i in idx] for s, idx in splits.items()}
+    if cache is None:
+        tensors = {s: load_tensors(source, r, encoder.img_size, classes)
+                   for s, r in rows.items()}
+    else:
+        tensors = {s: cache.tensors(source, r, encoder.img_size, classes)
+                   for s, r in rows.items()}
     features = None
     if cfg.mode == "linear":
-        features = {s: _features(encoder, t) for s, t in tensors.items()}
+        if cache is None:
+            features = {s: frozen_features(encoder, t.images, t.valid())
+                        for s, t in tensors.items()}
+        else:
+            key = fingerprint(encoder)
+            features = {s: cache.features(encoder, key, source, rows[s], t)
+                        for s, t in tensors.items()}
     return _Run(cfg, encoder, name, head, tensors, features)
 
 
@@ -257,11 +257,14 @@ def _config(config: FinetuneConfig | None, overrides: dict[str, Any]) -> Finetun
 
 
 # ---------------------------------------------------------------------------- classification
-def classify(data: str | Path | Sequence[str | Path] | ImageSource, out: str | Path, config: FinetuneConfig | None = None,
-             resume: bool = False, **overrides: Any) -> dict[str, Any]:
+def classify(data: str | Path | Sequence[str | Path] | ImageSource, out: str | Path,
+             config: FinetuneConfig | None = None, resume: bool = False,
+             cache: RunCache | None = None, **overrides: Any) -> dict[str, Any]:
     """Fine-tune an image classifier on ``data`` (a COCO corpus with an image-level label
-    field, or a folder per class, or an :class:`ImageSource` already opened) and write its report into ``out``; returns the result dict
-    (also ``out/metrics.json``). ``overrides``: any :class:`FinetuneConfig` field."""
+    field, or a folder per class, or an :class:`ImageSource` already opened) and write its
+    report into ``out``; returns the result dict (also ``out/metrics.json``). ``cache``: a
+    :class:`RunCache` shared by several runs (images and frozen features computed once).
+    ``overrides``: any :class:`FinetuneConfig` field."""
     cfg = _config(config, overrides)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -282,7 +285,7 @@ def classify(data: str | Path | Sequence[str | Path] | ImageSource, out: str | P
                          f"test fractions or raise label_fraction")
     run = _prepare(source, records, splits, cfg,
                    lambda enc: build_classifier(cfg.head, enc.channels, len(classes),
-                                                cfg.dropout), None)
+                                                cfg.dropout), None, cache)
     n_train = len(y["train"])
     freq = torch.tensor([counts[k] for k in range(len(classes))], dtype=torch.float)
     weight = n_train / (len(classes) * freq) if cfg.balance == "loss" else None
@@ -309,7 +312,8 @@ def classify(data: str | Path | Sequence[str | Path] | ImageSource, out: str | P
                                            seed=cfg.seed)
     result["test_predictions"] = [
         {"dataset": records[i].dataset, "image_id": records[i].image_id,
-         "label": records[i].label, "probs": [round(float(p), 5) for p in pr]}
+         "source": records[i].source, "label": records[i].label,
+         "probs": [round(float(p), 5) for p in pr]}
         for i, pr in zip(splits["test"], probs)]
     _save_model(run, out_dir, {"task": "classification", "classes": classes,
                                "encoder": run.encoder_name,
@@ -372,10 +376,12 @@ def _seg_records(run: _Run, source: ImageSource, records: list[Record], idx: Seq
     return out
 
 
-def segment(data: str | Path | Sequence[str | Path] | ImageSource, out: str | Path, config: FinetuneConfig | None = None,
-            resume: bool = False, **overrides: Any) -> dict[str, Any]:
+def segment(data: str | Path | Sequence[str | Path] | ImageSource, out: str | Path,
+            config: FinetuneConfig | None = None, resume: bool = False,
+            cache: RunCache | None = None, **overrides: Any) -> dict[str, Any]:
     """Fine-tune a prompt-free segmenter (encoder + light FPN decoder) on the instances of a
-    COCO corpus, one class per structure; write its report into ``out`` and return it."""
+    COCO corpus, one class per structure; write its report into ``out`` and return it
+    (``cache`` as in :func:`classify`)."""
     cfg = _config(config, overrides)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -393,7 +399,7 @@ def segment(data: str | Path | Sequence[str | Path] | ImageSource, out: str | Pa
     splits = plan_splits(records, cfg)
     n_classes = len(classes) + 1
     run = _prepare(source, records, splits, cfg,
-                   lambda enc: SegDecoder(enc.channels, n_classes), classes)
+                   lambda enc: SegDecoder(enc.channels, n_classes), classes, cache)
     for t in run.tensors.values():
         assert t.targets is not None
         t.targets[~t.valid()] = IGNORE

@@ -21,8 +21,9 @@ class FinetuneConfig:
     ``head`` (classification): linear (pooled) or attention (attention pooling).
     Data: ``datasets`` of a corpus, the image-level ``label_field``, segmentation
     ``structures`` (default: all in the data), ``fractions`` of the non-official images for
-    train / val / test, ``label_fraction`` of the training groups, ``max_images`` per split
-    (seeded whole groups; for quick runs). ``balance``: class-weighted loss, a balanced sampler
+    train / val / test, ``label_fraction`` of the training groups (after the
+    ``max_images`` cap per split: seeded whole groups, for quick runs; so smaller fractions
+    are subsets of larger ones). ``balance``: class-weighted loss, a balanced sampler
     or nothing (classification). ``augment``: the training module's batched ultrasound
     augmentation (not in linear mode, whose features are computed once). ``max_seconds``:
     training time budget, checked between epochs."""

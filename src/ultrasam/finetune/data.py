@@ -19,6 +19,7 @@ uint8 tensors, the cheapest form to hold a few thousand images in memory.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,7 @@ class Record:
     split: str | None
     label: str | None
     source: str | None = None
+    structures: tuple[str, ...] = ()  # annotated structure names (COCO), for subsets
 
 
 @dataclass
@@ -59,15 +61,32 @@ class ImageData:
 
 
 class ImageSource:
-    """Records plus a reader; built by :func:`open_source`."""
+    """Records plus a reader; built by :func:`open_source`. ``cache_key`` names the reader
+    (shared by :meth:`subset` views), so a :class:`~.cache.RunCache` can reuse its images."""
 
     def __init__(self, records: list[Record], reader: Any, description: str,
-                 structures: Sequence[str] = (), kind: str = "coco") -> None:
+                 structures: Sequence[str] = (), kind: str = "coco",
+                 cache_key: str | None = None) -> None:
         self.records = records
         self._reader = reader
         self.description = description
         self.structures = sorted(structures)  # segmentation classes the data holds
         self.kind = kind  # "coco" or "folder"
+        self.cache_key = cache_key or uuid.uuid4().hex
+
+    def subset(self, datasets: Sequence[str]) -> ImageSource:
+        """A view holding only ``datasets``' records, sharing this reader (a merged corpus
+        file is parsed once and used for several tasks)."""
+        keep = set(datasets)
+        records = [r for r in self.records if r.dataset in keep]
+        if not records:
+            present = sorted({r.dataset for r in self.records})
+            raise ValueError(f"{self.description}: no images of {sorted(keep)}; present: "
+                             f"{present}")
+        names = {s for r in records for s in r.structures}
+        return ImageSource(records, self._reader,
+                           f"{self.description} [{', '.join(sorted(keep))}]", sorted(names),
+                           self.kind, self.cache_key)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -89,7 +108,9 @@ def _coco_source(paths: list[Path], datasets: Sequence[str] | None,
                               group=None if group in (None, "") else str(group),
                               split=im.get("split"),
                               label=None if label is None else str(label),
-                              source=im.get("source") or im.get("file_name")))
+                              source=im.get("source") or im.get("file_name"),
+                              structures=tuple(sorted({a["structure"]
+                                                       for a in e.annotations}))))
 
     def read(i: int) -> ImageData:
         s = ds[i]
