@@ -14,7 +14,8 @@ def _serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(
         host=args.host, port=args.port, token=args.token, max_upload_mb=args.max_upload_mb,
         max_frame_pixels=args.max_frame_pixels, max_decoded_mb=args.max_decoded_mb,
-        cache_mb=args.cache_mb, max_images=args.max_images)
+        cache_mb=args.cache_mb, max_images=args.max_images, model_threads=args.model_threads,
+        torch_threads=args.torch_threads, max_batch=args.max_batch)
     serve(args.checkpoint, settings, format=args.format, device=args.device)
     return 0
 
@@ -45,4 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-images", type=int, default=d.max_images,
                    help=f"images kept at once; least recently used dropped (default "
                         f"{d.max_images})")
+    p.add_argument("--model-threads", type=int, default=d.model_threads,
+                   help=f"threads running the model (default {d.model_threads}: one stays free "
+                        "for prompts while another embeds a frame)")
+    p.add_argument("--torch-threads", type=int, default=d.torch_threads,
+                   help="intra-op threads per model thread (default: torch's threads divided "
+                        "among the model threads)")
+    p.add_argument("--max-batch", type=int, default=d.max_batch,
+                   help=f"most prompts decoded in one model call (default {d.max_batch})")
     p.set_defaults(func=_serve)

@@ -46,7 +46,9 @@ def create_app(model: Any, settings: ServeSettings | None = None,
     settings = settings or ServeSettings()
     root = Path(tempfile.mkdtemp(prefix="ultrasam-serve-"))
     ctx = Context(settings=settings, store=ImageStore(root, settings),
-                  worker=ModelWorker(model), model=ModelInfo(**model_info(model, checkpoint)))
+                  worker=ModelWorker(model, settings.model_threads, settings.torch_threads,
+                                     settings.max_batch),
+                  model=ModelInfo(**model_info(model, checkpoint)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -29,6 +29,7 @@ from .schemas import (
     PropagateResponse,
     SegmentRequest,
     SegmentResponse,
+    WorkerInfo,
 )
 from .settings import ServeSettings
 from .store import (
@@ -113,8 +114,11 @@ async def health(request: Request) -> Health:
     c = ctx(request)
     s = c.settings
     stats = c.store.frames.stats()
+    w = c.worker
     return Health(status="ok", model=c.model, images=len(c.store), cache=stats.__dict__,
                   tracking=c.tracking,
+                  worker=WorkerInfo(model_threads=w.threads, torch_threads=w.torch_threads,
+                                    max_batch=w.max_batch),
                   limits={"max_upload_mb": s.max_upload_mb,
                           "max_frame_pixels": s.max_frame_pixels,
                           "max_decoded_mb": s.max_decoded_mb, "max_frames": s.max_frames,
@@ -258,7 +262,8 @@ async def segment(request: Request, body: SegmentRequest,
     c.store.add_mask(image, record)
     return SegmentResponse(mask_id=record.mask_id, rle=rle, score=result.score,
                            frame=body.frame, axis=body.axis, embedded=result.embedded,
-                           model_ms=round(result.seconds * 1000, 2), **m.as_dict())
+                           model_ms=round(result.seconds * 1000, 2), batch=result.batch,
+                           **m.as_dict())
 
 
 def _encode_and_measure(mask: np.ndarray, frame: Frame) -> tuple[dict[str, Any], Any]:

@@ -71,7 +71,10 @@ class SegmentResponse(BaseModel):
     frame: int
     axis: int
     embedded: bool = Field(description="true when this request computed the frame's embedding")
-    model_ms: float = Field(description="time spent in the model thread for this request")
+    model_ms: float = Field(description="model time of this request: its decoder call (shared "
+                                        "with the batch) plus the embedding if it computed it")
+    batch: int = Field(1, description="prompts decoded in the same model call (requests of "
+                                      "several users are batched)")
 
 
 class ExportObject(BaseModel):
@@ -105,11 +108,18 @@ class CacheInfo(BaseModel):
     evictions: int
 
 
+class WorkerInfo(BaseModel):
+    model_threads: int
+    torch_threads: int = Field(description="intra-op threads of each model thread")
+    max_batch: int
+
+
 class Health(BaseModel):
     status: Literal["ok"]
     model: ModelInfo
     images: int
     cache: CacheInfo
+    worker: WorkerInfo
     limits: dict[str, float]
     tracking: bool = Field(description="whether mask propagation across frames is available")
 

@@ -37,6 +37,11 @@ class ServeSettings:
         cache_mb: memory cap of the LRU holding decoded frames and their embeddings.
         max_images: images kept at once; the least recently used is dropped beyond it.
         max_masks_per_image: mask records kept per image (for exports); oldest dropped first.
+        model_threads: threads running the model (:mod:`ultrasam.serve.worker`); 2 keeps one
+            free for prompts while the other embeds a frame or tracks.
+        torch_threads: intra-op threads of each model thread; None divides torch's default
+            (the cores, or ``OMP_NUM_THREADS``) among the model threads.
+        max_batch: most prompts decoded in one model call (several users' requests batched).
     """
 
     host: str = "127.0.0.1"
@@ -49,6 +54,9 @@ class ServeSettings:
     cache_mb: float = 512.0
     max_images: int = 64
     max_masks_per_image: int = 5_000
+    model_threads: int = 2
+    torch_threads: int | None = None
+    max_batch: int = 16
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -66,7 +74,10 @@ class ServeSettings:
         for name in ("max_upload_mb", "max_decoded_mb", "cache_mb"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_frame_pixels", "max_frames", "max_images", "max_masks_per_image"):
+        if self.torch_threads is not None and int(self.torch_threads) < 1:
+            raise ValueError(f"torch_threads must be >= 1, got {self.torch_threads}")
+        for name in ("max_frame_pixels", "max_frames", "max_images", "max_masks_per_image",
+                     "model_threads", "max_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 

@@ -44,7 +44,8 @@ class NotFound(KeyError):
 
 @dataclass
 class Frame:
-    """One decoded frame and, once a prompt arrived, the predictor holding its embedding.
+    """One decoded frame and, once a prompt arrived, its embedding (an ``ImageState`` of
+    :mod:`ultrasam.inference.predictor`: features, sizes, the decoder's per-image cache).
 
     rgb: H x W x 3 uint8. spacing_mm: (row_mm, col_mm) or None. calibration: the DICOM
     :class:`ultrasam.io.dicom.Calibration` (per-mask region rule) or None.
@@ -54,7 +55,7 @@ class Frame:
     spacing_mm: tuple[float, float] | None
     calibration: Any | None
     warnings: tuple[str, ...]
-    predictor: Any | None = None
+    state: Any | None = None
     png: bytes | None = None
 
     @property
