@@ -21,7 +21,8 @@ from PIL import Image
 
 from ultrasam.cli import main as cli_main
 from ultrasam.data.coco import CocoWriter, decode_rle
-from ultrasam.data.corpus import BuildFailed, _fraction_report, build_corpus
+from ultrasam.data.corpus import BuildFailed, build_corpus
+from ultrasam.data.corpus_split import fraction_report
 from ultrasam.data.sources._base import Source
 from ultrasam.data.sources._overlays import MARK_MAX_FRACTION, MARK_RULE, corner_marks
 from ultrasam.data.sources._read import UnreadableFile, read_image, read_mask, threshold
@@ -385,7 +386,7 @@ def test_empty_splits_are_reported_with_achieved_fractions() -> None:
                        "official_splits": {}},
              "MM": {"images": 10, "splits": {"train": 7, "val": 3, "test": 0},
                     "official_splits": {"train": 7, "val": 3}}}
-    warnings = _fraction_report(stats, {"train": 0.8, "val": 0.1, "test": 0.1})
+    warnings = fraction_report(stats, {"train": 0.8, "val": 0.1, "test": 0.1})
     assert [(w["dataset"], w["message"][:17]) for w in warnings] == [
         ("NERVE", "split 'val' is em"), ("NERVE", "split 'test' is e"), ("MM", "split 'test' is e")]
     assert "official split covers every image" in warnings[2]["message"]

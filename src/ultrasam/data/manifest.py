@@ -35,6 +35,11 @@ FORMAT = "ultrasam-corpus-manifest/1"
 MANIFEST_NAME = "manifest.json"
 
 
+def warning_record(stage: str, dataset: str, file: str, message: str) -> dict[str, str]:
+    """One row of the manifest's ``warnings`` list."""
+    return {"stage": stage, "dataset": dataset, "file": file, "message": message}
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, read in chunks (bounded memory)."""
     h = hashlib.sha256()
