@@ -16,7 +16,7 @@ from ultrasam.config import get_config
 from ultrasam.inference.predictor import Predictor
 from ultrasam.modeling import build_model
 from ultrasam.serve.store import Frame
-from ultrasam.serve.worker import ModelWorker, PromptSpec, Segmentation, _Schedule
+from ultrasam.serve.worker import ModelWorker, PromptSpec, Segmentation, _Schedule, share
 
 SMALL_FUSION: dict[str, Any] = {"img_size": 64, "conv_dims": (8, 16, 16, 16),
                                 "conv_depths": (1, 1, 1, 1), "prompt_embed_dim": 16,
@@ -157,6 +157,14 @@ def test_schedule_alternates_prompts_with_the_rest() -> None:
     assert s.order() == ["decode", "run", "embed"]
     s.took("decode")
     assert s.order()[0] == "run"  # the kind served longer ago goes first
+
+
+def test_idle_threads_share_the_queue() -> None:
+    """Two idle threads split 16 ready prompts 8 + 8 instead of one taking all while the other
+    core idles; a lone idle thread takes all (up to max_batch)."""
+    assert share(16, 2, 16) == 8 and share(8, 1, 16) == 8
+    assert share(5, 2, 16) == 3 and share(1, 2, 16) == 1
+    assert share(40, 1, 16) == 16 and share(0, 2, 16) == 0
 
 
 def test_closed_worker_refuses_and_fails_queued(model: Any) -> None:

@@ -2,10 +2,12 @@
 
 Requests are queued, and each model thread repeatedly takes one task:
 
-* **decode**: every queued prompt whose frame is already embedded (up to ``max_batch``), of any
-  user and image, decoded together by :meth:`Predictor.predict_prepared` (one decoder call per
-  prompt layout the model cannot mix; FusionNet mixes all but the multimask flag). Batching
-  adds no waiting: a batch is whatever queued while the previous call ran.
+* **decode**: the queued prompts whose frame is already embedded, of any user and image,
+  decoded together by :meth:`Predictor.predict_prepared` (one decoder call per prompt layout
+  the model cannot mix; FusionNet mixes all but the multimask flag). Batching adds no waiting:
+  a batch is what queued while the previous call ran. A thread takes its share of them
+  (``ceil(ready / idle threads)``, at most ``max_batch``) and wakes another for the rest, so
+  one thread never decodes the whole queue while another core idles.
 * **embed**: one frame that a queued prompt needs; its prompts join the next decode.
 * **run**: a long job such as tracking (``run``).
 
@@ -24,6 +26,7 @@ other embeds; 1 x 2 gives each batch both cores (``ultrasam serve --model-thread
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
@@ -120,6 +123,7 @@ class ModelWorker:
         self._prompts: deque[_PromptJob] = deque()
         self._runs: deque[_RunJob] = deque()
         self._embedding: set[int] = set()  # id() of frames being embedded
+        self._busy = 0  # threads executing a task
         self._slow_busy = 0  # threads embedding or running
         self._schedule = _Schedule()
         self._closed = False
@@ -175,13 +179,23 @@ class ModelWorker:
                     if task is not None:
                         break
                     self._cond.wait()
+                self._busy += 1
+                if self._prompts or self._runs:
+                    self._cond.notify()  # an idle thread may take what is left
             kind, payload = task
-            if kind == "decode":
-                self._decode(payload)
-            elif kind == "embed":
-                self._embed(payload)
-            else:
-                self._run(payload)
+            try:
+                if kind == "decode":
+                    self._decode(payload)
+                elif kind == "embed":
+                    self._embed(payload)
+                else:
+                    self._run(payload)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    if kind != "decode":
+                        self._slow_busy -= 1
+                    self._cond.notify_all()
 
     def _next_task(self) -> tuple[str, Any] | None:
         """Under the lock: the next task this thread takes, or None when nothing can run."""
@@ -205,13 +219,14 @@ class ModelWorker:
         return None
 
     def _take_ready(self) -> list[_PromptJob] | None:
-        """Queued prompts on embedded frames, oldest first, at most ``max_batch``."""
+        """This thread's share of the queued prompts on embedded frames, oldest first."""
+        live = deque(j for j in self._prompts if not j.future.cancelled())  # client gone
+        n_ready = sum(j.frame.state is not None for j in live)
+        take = share(n_ready, self.threads - self._busy, self.max_batch)
         ready: list[_PromptJob] = []
         rest: deque[_PromptJob] = deque()
-        for job in self._prompts:
-            if job.future.cancelled():
-                continue  # the client went away: do not compute its answer
-            if job.frame.state is not None and len(ready) < self.max_batch:
+        for job in live:
+            if job.frame.state is not None and len(ready) < take:
                 ready.append(job)
             else:
                 rest.append(job)
@@ -241,7 +256,6 @@ class ModelWorker:
         except Exception as exc:  # noqa: BLE001 - answered to the requests of that frame
             error = exc
         with self._cond:
-            self._slow_busy -= 1
             self._embedding.discard(id(frame))
             failed: list[_PromptJob] = []
             if state is not None:
@@ -253,7 +267,6 @@ class ModelWorker:
             else:
                 failed = [j for j in self._prompts if j.frame is frame]
                 self._prompts = deque(j for j in self._prompts if j.frame is not frame)
-            self._cond.notify_all()
         for j in failed:
             _settle(j.future, error=error)
 
@@ -291,10 +304,11 @@ class ModelWorker:
             _settle(job.future, job.fn(self.model, *job.args))
         except Exception as exc:  # noqa: BLE001 - answered to the caller
             _settle(job.future, error=exc)
-        finally:
-            with self._cond:
-                self._slow_busy -= 1
-                self._cond.notify_all()
+
+
+def share(n_ready: int, idle_threads: int, max_batch: int) -> int:
+    """How many of ``n_ready`` prompts one of ``idle_threads`` idle model threads takes."""
+    return min(max_batch, math.ceil(n_ready / max(1, idle_threads)))
 
 
 def _settle(future: Future[Any], result: Any = None, error: BaseException | None = None
