@@ -26,6 +26,19 @@ DECODER_RENAMES: tuple[tuple[str, str], ...] = (
     ("mlp.lin1.", "mlp.layers.0.0."),
     ("mlp.lin2.", "mlp.layers.1."),
 )
+# Key renaming, written once and read in both directions: (SAM prefix, UltraSam prefix, the
+# first sub-prefix renamed after it, fragments renamed anywhere after it). Sections are tried in
+# order, so mask_decoder.transformer. is matched before mask_decoder.; fragments are applied in
+# order (SAM -> UltraSam: old -> new; back: new -> old).
+KEY_SECTIONS: tuple[tuple[str, str, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...]],
+                    ...] = (
+    ("image_encoder.", "backbone.", (("blocks.", "layers."), ("neck.", "channel_reduction.")),
+     ENCODER_RENAMES),
+    ("mask_decoder.transformer.", "decoder.", (),
+     (("norm_final_attn.", "post_norm."), *DECODER_RENAMES)),
+    ("mask_decoder.", "bbox_head.", (), ()),
+    ("prompt_encoder.", "prompt_encoder.", (), ()),
+)
 ATTENTION_MODULES = ("self_attn", "cross_attn_token_to_image", "cross_attn_image_to_token",
                      "final_attn_token_to_image")
 # Rows of UltraSam's label embedding (11 x C for SAM's 4 mask tokens), in order.
@@ -46,24 +59,25 @@ class ConversionError(CheckpointError):
     """A state dict that cannot be converted exactly; the message lists every offender."""
 
 
-def _encoder_key_to_ultrasam(rest: str) -> str:
-    if rest.startswith("blocks."):
-        rest = "layers." + rest[len("blocks."):]
-    elif rest.startswith("neck."):
-        rest = "channel_reduction." + rest[len("neck."):]
-    for old, new in ENCODER_RENAMES:
-        rest = rest.replace(old, new)
-    return "backbone." + rest
-
-
-def _encoder_key_to_sam(rest: str) -> str:
-    if rest.startswith("layers."):
-        rest = "blocks." + rest[len("layers."):]
-    elif rest.startswith("channel_reduction."):
-        rest = "neck." + rest[len("channel_reduction."):]
-    for old, new in ENCODER_RENAMES:
-        rest = rest.replace(new, old)
-    return "image_encoder." + rest
+def rename_key(key: str, to_ultrasam: bool) -> str | None:
+    """``key`` renamed by :data:`KEY_SECTIONS` (SAM -> UltraSam, or back), or None when no
+    section's prefix starts it. The attention projections and the label embedding are not
+    plain renames and are handled by the converters themselves."""
+    for sam_prefix, ultrasam_prefix, heads, fragments in KEY_SECTIONS:
+        src, dst = (sam_prefix, ultrasam_prefix) if to_ultrasam else (ultrasam_prefix, sam_prefix)
+        if not key.startswith(src):
+            continue
+        rest = key[len(src):]
+        for sam_head, ultrasam_head in heads:
+            old, new = (sam_head, ultrasam_head) if to_ultrasam else (ultrasam_head, sam_head)
+            if rest.startswith(old):
+                rest = new + rest[len(old):]
+                break
+        for sam_part, ultrasam_part in fragments:
+            rest = (rest.replace(sam_part, ultrasam_part) if to_ultrasam
+                    else rest.replace(ultrasam_part, sam_part))
+        return dst + rest
+    return None
 
 
 def sam_to_ultrasam(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -89,21 +103,10 @@ def sam_to_ultrasam(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
         out[dst + "out_proj.weight"] = src.pop(f"{ap}.out_proj.weight")
         out[dst + "out_proj.bias"] = src.pop(f"{ap}.out_proj.bias")
     for key in sorted(src):
-        value = src[key]
-        if key.startswith("image_encoder."):
-            out[_encoder_key_to_ultrasam(key[len("image_encoder."):])] = value
-        elif key.startswith(prefix_t):
-            rest = key[len(prefix_t):]
-            rest = rest.replace("norm_final_attn.", "post_norm.")
-            for old, new in DECODER_RENAMES:
-                rest = rest.replace(old, new)
-            out["decoder." + rest] = value
-        elif key.startswith("mask_decoder."):
-            out["bbox_head." + key[len("mask_decoder."):]] = value
-        elif key.startswith("prompt_encoder."):
-            out[key] = value
-        else:
+        renamed = rename_key(key, to_ultrasam=True)
+        if renamed is None:
             raise ConversionError(f"unexpected key in SAM state dict: {key}")
+        out[renamed] = src[key]
     return out
 
 
@@ -124,35 +127,26 @@ def ultrasam_to_sam(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
                 n = n_mask_tokens if name == "mask_decoder.mask_tokens.weight" else 1
                 out[name] = value[row:row + n].clone()
                 row += n
-        elif key.startswith("backbone."):
-            out[_encoder_key_to_sam(key[len("backbone."):])] = value
-        elif key.startswith("decoder."):
+        elif key.startswith("decoder.") and any(f"{m}.attn." in key for m in ATTENTION_MODULES):
+            # Attention modules: biases split back into q, k, v; weights renamed.
             rest = key[len("decoder."):]
-            module = next((m for m in ATTENTION_MODULES if f"{m}.attn." in rest), None)
-            if module is not None:
-                head, tail = rest.split(f"{module}.attn.", 1)
-                base = f"mask_decoder.transformer.{head}{module}."
-                if tail == "in_proj_bias":
-                    if value.shape[0] % 3:
-                        problems.append(f"{key}: length {value.shape[0]} not divisible by 3")
-                        continue
-                    for part, chunk in zip("qkv", value.chunk(3)):
-                        out[f"{base}{part}_proj.bias"] = chunk.clone()
-                elif tail in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
-                    out[f"{base}{tail[0]}_proj.weight"] = value
-                elif tail.startswith("out_proj."):
-                    out[base + tail] = value
-                else:
-                    unexpected.append(key)
-                continue
-            rest = rest.replace("post_norm.", "norm_final_attn.")
-            for old, new in DECODER_RENAMES:
-                rest = rest.replace(new, old)
-            out["mask_decoder.transformer." + rest] = value
-        elif key.startswith("bbox_head."):
-            out["mask_decoder." + key[len("bbox_head."):]] = value
-        elif key.startswith("prompt_encoder."):
-            out[key] = value
+            module = next(m for m in ATTENTION_MODULES if f"{m}.attn." in rest)
+            head, tail = rest.split(f"{module}.attn.", 1)
+            base = f"mask_decoder.transformer.{head}{module}."
+            if tail == "in_proj_bias":
+                if value.shape[0] % 3:
+                    problems.append(f"{key}: length {value.shape[0]} not divisible by 3")
+                    continue
+                for part, chunk in zip("qkv", value.chunk(3)):
+                    out[f"{base}{part}_proj.bias"] = chunk.clone()
+            elif tail in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                out[f"{base}{tail[0]}_proj.weight"] = value
+            elif tail.startswith("out_proj."):
+                out[base + tail] = value
+            else:
+                unexpected.append(key)
+        elif (renamed := rename_key(key, to_ultrasam=False)) is not None:
+            out[renamed] = value
         else:
             unexpected.append(key)
     if unexpected or problems:
