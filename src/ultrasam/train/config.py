@@ -182,7 +182,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Validate a nested dict; ``ValueError`` names the first unknown or mistyped key."""
-        return _build(cls, data, "")
+        return build_dataclass(cls, data, "")
 
     def replace(self, **sections: Any) -> TrainConfig:
         return dataclasses.replace(self, **sections)
@@ -196,13 +196,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"training config not found: {path}")
-        loaded = _parse_config_text(path)
+        loaded = read_config_file(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: a training config must be a mapping of sections")
         data = loaded or {}
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(data, key, value)
+        set_dotted(data, key, value)
     return TrainConfig.from_dict(data)
 
 
@@ -217,7 +217,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, (_parse_value(raw) if raw.strip() else None)
 
 
-def _parse_config_text(path: Path) -> Any:
+def read_config_file(path: Path) -> Any:
     """YAML (needs PyYAML, the ``train`` extra) or JSON (no extra needed: JSON is also YAML)."""
     text = path.read_text(encoding="utf-8")
     try:
@@ -250,7 +250,9 @@ def _parse_value(raw: str) -> Any:
         raise ValueError(f"cannot parse override value {raw!r}: {e}") from e
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``data["a"]["b"] = value`` for ``key="a.b"``, creating sections; ``ValueError``
+    when a level on the way is not a section."""
     parts = key.split(".")
     node = data
     for part in parts[:-1]:
@@ -269,7 +271,10 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _build(cls: type, data: Any, prefix: str) -> Any:
+def build_dataclass(cls: type, data: Any, prefix: str = "") -> Any:
+    """An instance of the (nested, frozen) dataclass ``cls`` from a mapping, every value checked
+    against its type hint; ``ValueError`` naming the dotted key (``prefix`` + name) of an
+    unknown key or a bad value."""
     if not isinstance(data, dict):
         raise ValueError(f"config key {prefix.rstrip('.') or '<root>'!r} must be a mapping, "
                          f"got {type(data).__name__}")
@@ -284,7 +289,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         key = prefix + name
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value if value is not None else {}, key + ".")
+            kwargs[name] = build_dataclass(hint, value if value is not None else {}, key + ".")
         else:
             kwargs[name] = _coerce(value, hint, key)
     return cls(**kwargs)

@@ -38,7 +38,7 @@ from ..config import get_config
 from ..evaluate.prompts import mask_box_xyxy
 from ..modeling.build import build_model
 from ..modeling.fusion import FusionNet, rasterise_prompts
-from .config import _build, _parse_config_text, _set_dotted, parse_override
+from .config import build_dataclass, parse_override, read_config_file, set_dotted
 from .fusion_augment import AugmentConfig, augment
 from .fusion_cache import TrainCache, build_cache, load_cache
 from .fusion_prompts import PromptBatch, corrective_clicks, initial_prompts
@@ -135,17 +135,17 @@ class FusionTrainConfig:
 
 
 def is_fusion_config(path: str | Path) -> bool:
-    data = _parse_config_text(Path(path))
+    data = read_config_file(Path(path))
     return isinstance(data, dict) and data.get("recipe") == "fusion"
 
 
 def load_fusion_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()
                        ) -> FusionTrainConfig:
-    data = _parse_config_text(Path(path)) or {}
+    data = read_config_file(Path(path)) or {}
     for item in overrides:
         key, value = parse_override(item)
-        _set_dotted(data, key, value)
-    cfg: FusionTrainConfig = _build(FusionTrainConfig, data, "")
+        set_dotted(data, key, value)
+    cfg: FusionTrainConfig = build_dataclass(FusionTrainConfig, data, "")
     return cfg
 
 
