@@ -236,14 +236,60 @@ def test_native_fp16_weights_load(tmp_path: Path) -> None:
         assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), k
 
 
-def test_default_model_error_is_clear() -> None:
+def test_bundled_default_model_loads_exactly_what_the_folder_holds() -> None:
+    """The bundled folder (tracked in git) loads strictly: its recorded sha256 is the file's,
+    every tensor arrives unchanged, the variant and parameter count are the documented ones,
+    and it segments a phantom lesion from a box (random or mismatched weights do not)."""
+    import hashlib
+    import json
+    import re
+
+    import cv2
+    import numpy as np
+    from safetensors.torch import load_file
+
+    from ultrasam.data.synthetic import make_phantom
+    from ultrasam.inference.predictor import Predictor
+    from ultrasam.modeling import FusionNet
     from ultrasam.weights.checkpoints import DEFAULT_MODEL_DIR
 
-    if (DEFAULT_MODEL_DIR / "model.safetensors").is_file():
-        assert load_model().config is not None
-    else:
-        with pytest.raises(DefaultModelUnavailable, match="no trained default model"):
-            load_model()
+    weights = DEFAULT_MODEL_DIR / "model.safetensors"
+    meta = json.loads((DEFAULT_MODEL_DIR / "config.json").read_text())
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == meta["weights_sha256"]
+    model = load_model()
+    assert isinstance(model, FusionNet) and model.checkpoint_format == "native"
+    assert model.config.variant == meta["model"]["variant"] == "fusion"
+    # Strict: the same keys, shapes and values (fp16 in the file, float32 in the model).
+    stored = load_file(str(weights))
+    state = model.state_dict()
+    assert set(state) == set(stored)
+    for key, value in state.items():
+        assert torch.equal(value, stored[key].to(value.dtype)), key
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == sum(p.numel() for p in build_model(get_config("fusion")).parameters())
+    card = (DEFAULT_MODEL_DIR / "README.md").read_text()
+    documented = re.search(r"([\d,]+) parameters", card)
+    assert documented and int(documented.group(1).replace(",", "")) == n_params
+    # A fixed input: the largest lesion of a seeded phantom, boxed as a user would.
+    ph = make_phantom(seed=4, size=256, kind="cyst")
+    gt = ph.masks[ph.structures[0]].astype(np.uint8)
+    _, lab, stats, _ = cv2.connectedComponentsWithStats(gt)
+    lesion = lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    ys, xs = np.nonzero(lesion)
+    predictor = Predictor(model)
+    predictor.set_image(ph.image)
+    masks, _, _ = predictor.predict(box=[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1],
+                                    multimask_output=False)
+    dice = 2 * (masks[0] & lesion).sum() / (masks[0].sum() + lesion.sum())
+    assert dice >= 0.8, dice
+
+
+def test_default_model_error_is_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ultrasam.weights.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, "DEFAULT_MODEL_DIR", tmp_path / "no_weights")
+    with pytest.raises(DefaultModelUnavailable, match="no trained default model"):
+        load_model()
 
 
 def test_custom_config_is_inferred(tmp_path: Path) -> None:
