@@ -1,6 +1,6 @@
 """The paper's evaluation protocol, robustness sweeps and baselines, written to a folder.
 
-Protocols (docs/reference/ultrasam.md §5), one prediction per ground-truth instance:
+Protocols (the UltraSam paper, arXiv:2411.16222), one prediction per ground-truth instance:
 
 - ``box``: the exact GT box, single-mask output (SAM's rule for boxes);
 - ``point``: the GT centroid as one positive point, multimask output, the mask with the highest
