@@ -1,11 +1,15 @@
 """Record a default-model training run under benchmarks/results/default_cpu/.
 
     python scripts/default_model_record.py [--run runs/default_cpu] [--log runs/train_run1.log]
+        [--previous benchmarks/results/default_cpu --out benchmarks/results/default_cpu/run2]
 
 Copies the run's resolved config, its per-step metrics and its learning curve (Dice of the box
 and centroid-point prompts on the fixed MMOTU-2D val subset at the 256-px training frame,
 against images seen, with the inscribed ellipse of the same boxes), and draws the curve as a
-PNG (matplotlib, optional). The training log is copied too when given.
+PNG (matplotlib, optional). The training log is copied too when given. A run that warm-starts
+from an earlier one (``--previous``: that run's record folder) is drawn after it, its samples
+counted on from the earlier run's last. Steps logged twice (a process stopped between two
+checkpoints, then resumed from the earlier one) keep their last row: the one the weights carry.
 """
 
 from __future__ import annotations
@@ -24,20 +28,32 @@ def main() -> None:
     ap.add_argument("--run", default="runs/default_cpu")
     ap.add_argument("--log", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "default_cpu"))
+    ap.add_argument("--previous", default=None,
+                    help="record folder of the run this one warm-started from")
     args = ap.parse_args()
     run, out = Path(args.run), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "config.json", out / "config.json")
     shutil.copyfile(run / "curve.csv", out / "curve.csv")
     # Per-step metrics, rounded (the raw file has 17 significant digits per value).
-    with (run / "metrics.jsonl").open() as src, (out / "metrics.jsonl").open("w") as dst:
+    by_step: dict[int, dict] = {}
+    with (run / "metrics.jsonl").open() as src:
         for line in src:
             row = json.loads(line)
+            by_step[int(row["step"])] = row  # a repeated step: the resumed run's row wins
+    with (out / "metrics.jsonl").open("w") as dst:
+        for _, row in sorted(by_step.items()):
             dst.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v
                                   for k, v in row.items()}) + "\n")
     if args.log:
         shutil.copyfile(args.log, out / "train.log")
     rows = list(csv.DictReader((run / "curve.csv").open()))
+    if args.previous:
+        before = list(csv.DictReader((Path(args.previous) / "curve.csv").open()))
+        offset = int(before[-1]["images_seen"])
+        for r in rows:
+            r["images_seen"] = str(int(r["images_seen"]) + offset)
+        rows = before + rows
     try:
         import matplotlib
 
@@ -57,6 +73,9 @@ def main() -> None:
     ax.set_ylim(0.5, 1.0)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
+    if args.previous:
+        ax.axvline(offset / 1000, color="grey", lw=0.8, ls=":")
+        ax.text(offset / 1000, 0.52, " warm restart", color="grey", fontsize=8)
     ax.set_title("Default model (FusionNet) trained on a 2-core CPU")
     fig.tight_layout()
     fig.savefig(out / "curve.png")
