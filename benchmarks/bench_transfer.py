@@ -60,19 +60,26 @@ from ultrasam.finetune.api import plan_splits
 from ultrasam.finetune.cls_metrics import balanced_accuracy, confusion_matrix
 from ultrasam.finetune.data import ImageSource, open_source
 
-TASKS = {  # name -> (kind, dataset)
+TASKS = {  # name -> (kind, dataset); one dataset's tasks adjacent: they share its features
     "cls:BUSI": ("classify", "BUSI"),
+    "seg:BUSI": ("segment", "BUSI"),
     "cls:BUS_UCLM": ("classify", "BUS_UCLM"),
     "cls:MMOTU_2d": ("classify", "MMOTU_2d"),
-    "seg:BUSI": ("segment", "BUSI"),
     "seg:HC": ("segment", "HC"),
     "seg:PSFHS": ("segment", "PSFHS"),
 }
 # 1-thread CPU seconds per image on the 2-core AMD EPYC (time.process_time of the default
 # FusionNet at 256 px, measured at nice 19 beside a training run): the relative costs that
 # split the budget. Absolute times are rescaled by what the runs actually take (Scheduler).
-COST = {"read": 0.003, "features": 0.033, "cls_epoch": 0.001, "seg_epoch": 0.037,
-        "seg_eval": 0.012, "full_epoch": 0.114, "full_eval": 0.035}
+# Segmentation decoder: measured at widths 64 and 32, the conv part growing with width^2.
+COST = {"read": 0.003, "features": 0.033, "cls_epoch": 0.001, "full_epoch": 0.114,
+        "full_eval": 0.035}
+
+
+def seg_costs(width: int) -> tuple[float, float]:
+    """(training, evaluation) seconds per image and epoch of the segmentation decoder."""
+    w = (width / 64) ** 2
+    return 0.003 + 0.038 * w, 0.0025 + 0.010 * w
 LINEAR_EPOCHS_EXPECTED = 25  # early stopping usually ends a linear probe around here
 MIN_TRAIN_SECONDS = 3.0
 
@@ -182,14 +189,16 @@ def training_datasets(config: Path, split_dir: Path) -> tuple[set[str], str]:
 def estimate(run: Run, fresh_features: int, fresh_images: int, epochs_full: int) -> None:
     """Fill ``run.need`` / ``run.prep`` (reference seconds, see COST)."""
     n_tr, n_va, n_te = (run.sizes[s] for s in ("train", "val", "test"))
+    assert run.cfg is not None
+    seg_train, seg_eval = seg_costs(run.cfg.decoder_width)
     prep = fresh_images * COST["read"]
     if run.mode == "linear":
         prep += fresh_features * COST["features"]
         if run.kind == "classify":
             train = LINEAR_EPOCHS_EXPECTED * n_tr * COST["cls_epoch"]
         else:
-            train = LINEAR_EPOCHS_EXPECTED * (n_tr * COST["seg_epoch"] + n_va * COST["seg_eval"])
-            prep += n_te * COST["seg_eval"] * 2  # test logits and HD95 at full size
+            train = LINEAR_EPOCHS_EXPECTED * (n_tr * seg_train + n_va * seg_eval)
+            prep += n_te * seg_eval * 2  # test logits and HD95 at full size
     else:
         train = epochs_full * (n_tr * COST["full_epoch"] + n_va * COST["full_eval"])
         prep += n_te * COST["full_eval"]
@@ -256,7 +265,8 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
               f"{b['max_images_per_split']} images per split; linear probes at most "
               f"{b['epochs_linear']} epochs (early stopping, patience {b['patience_linear']});"
               f" full fine-tunes at most {b['epochs_full']} epochs on at most "
-              f"{b['full_train_images']} training images (augmented); each row's own "
+              f"{b['full_train_images']} training images (augmented); segmentation decoder "
+              f"width {b['segmentation_decoder_width']}; each row's own "
               "allotment (`budget s`: wall, `max train s`: its training cap, checked "
               "between epochs) and stop reason are in the table. Main metric: balanced "
               "accuracy (classification) or mean Dice (segmentation) with its 95 % "
@@ -289,9 +299,9 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
             f"{r['epochs_run']} ({r['stopped']}) | {allot} | {cap} | "
             f"{r['train_seconds']:.0f} | {r['wall_seconds']:.0f} |")
     state = "finished" if meta.get("finished") else "in progress or interrupted"
-    lines += ["", f"Command: `{meta['command']}` ({meta['total_seconds']:.0f} s wall, "
-                  f"{meta['cpu_seconds']:.0f} s CPU so far, {state}). Feature cache: "
-                  f"{meta.get('cache_stats')}."]
+    lines += ["", (f"Command: `{meta['command']}` ({meta['total_seconds']:.0f} s wall, "
+                   f"{meta['cpu_seconds']:.0f} s CPU so far, {state}). Feature cache: "
+                   f"{meta.get('cache_stats')}.")]
     return "\n".join(lines) + "\n"
 
 
@@ -340,6 +350,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--epochs-linear", type=int, default=60)
     ap.add_argument("--patience-linear", type=int, default=10)
     ap.add_argument("--epochs-full", type=int, default=4)
+    ap.add_argument("--seg-width", type=int, default=32,
+                    help="segmentation decoder channels (32: ~3x cheaper than the library's 64)")
     ap.add_argument("--full-train-images", type=int, default=64,
                     help="full fine-tunes train on about this many images (whole groups)")
     ap.add_argument("--max-seconds", type=float, default=None,
@@ -374,10 +386,13 @@ def plan(args: argparse.Namespace, corpus: ImageSource, encoders: list[tuple[str
     fractions = [float(f) for f in args.fractions.split(",")]
     runs: list[Run] = []
     modes = args.modes.split(",")
+    tasks = args.tasks.split(",")
+    first = list(dict.fromkeys(TASKS[t][1] for t in tasks))
+    tasks.sort(key=lambda t: first.index(TASKS[t][1]))  # a dataset's tasks share features
     for part in ("linear", "full"):
         if part not in modes:
             continue
-        for task in args.tasks.split(","):
+        for task in tasks:
             kind, dataset = TASKS[task]
             source = corpus.subset([dataset])
             records = [r for r in source.records if kind == "segment" or r.label is not None]
@@ -386,7 +401,7 @@ def plan(args: argparse.Namespace, corpus: ImageSource, encoders: list[tuple[str
                     base = FinetuneConfig(
                         **enc, mode=part, datasets=(dataset,), max_images=args.max_images,
                         seed=args.seed, epochs=args.epochs_linear, lr=1e-2,
-                        patience=args.patience_linear)
+                        patience=args.patience_linear, decoder_width=args.seg_width)
                     if part == "full":
                         n_tr = len(plan_splits(records, base)["train"])
                         base = base.replace(
@@ -405,8 +420,8 @@ def dry_run(runs: list[Run], args: argparse.Namespace) -> int:
     total = 0.0
     first: set[tuple[str, str]] = set()
     for run in runs:
-        fresh = (run.task, run.encoder, run.part) not in first or args.no_cache
-        first.add((run.task, run.encoder, run.part))
+        fresh = (run.dataset, run.encoder, run.part) not in first or args.no_cache
+        first.add((run.dataset, run.encoder, run.part))
         n = sum(run.sizes.values())
         estimate(run, n if fresh and run.mode == "linear" else 0, n if fresh else 0,
                  args.epochs_full)
@@ -456,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
                    "max_images_per_split": args.max_images,
                    "epochs_linear": args.epochs_linear, "patience_linear": args.patience_linear,
                    "epochs_full": args.epochs_full, "full_train_images": args.full_train_images,
+                   "segmentation_decoder_width": args.seg_width,
                    "max_seconds_without_budget": args.max_seconds},
         "cache": not args.no_cache,
         "command": "python benchmarks/bench_transfer.py " + " ".join(
@@ -463,8 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     rows: list[dict[str, Any]] = []
     results: dict[str, dict[str, Any]] = {}
-    seen_features: set[tuple[str, str]] = set()  # (task, encoder) whose features are cached
-    seen_images: set[str] = set()
+    seen_features: set[tuple[str, str]] = set()  # (dataset, encoder) with cached features
+    seen_images: set[str] = set()  # tasks whose images are cached
     current_task = None
 
     def flush(finished: bool = False) -> None:
@@ -480,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             seen_features.clear()
             seen_images.clear()
             current_task = run.dataset
-        fresh = (run.task, run.encoder) not in seen_features and cache is not None
+        fresh = (run.dataset, run.encoder) not in seen_features and cache is not None
         n_all = sum(run.sizes.values())
         estimate(run, n_all if (fresh or cache is None) else 0,
                  n_all if (run.task not in seen_images or cache is None) else 0,
@@ -523,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
             # Calibrate on the part outside training (features, evaluation): its work is
             # fixed, unlike the training, which the allotment itself cuts.
             sched.observe(run.prep, wall - r["train_seconds"])
-            seen_features.add((run.task, run.encoder))
+            seen_features.add((run.dataset, run.encoder))
             seen_images.add(run.task)
         results[run.key] = r
         row.update({"status": "done", "reused": reused, "wall_seconds": round(wall, 1),

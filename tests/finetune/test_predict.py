@@ -64,7 +64,7 @@ def test_classifier_saved_loaded_predicts_the_same(class_folder: Path, tiny_fusi
 def test_segmenter_saved_loaded_predicts_the_same(phantom_corpus: Path, tiny_fusion: Path,
                                                   tmp_path: Path) -> None:
     run = tmp_path / "run"
-    r = segment(phantom_corpus, run, checkpoint=str(tiny_fusion), **QUICK)
+    r = segment(phantom_corpus, run, checkpoint=str(tiny_fusion), decoder_width=16, **QUICK)
     model = load_finetuned(run)
     assert model.structures == ["cyst"]
     source = open_source(phantom_corpus)

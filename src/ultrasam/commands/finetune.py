@@ -63,6 +63,8 @@ def register(subparsers: Any) -> None:
     _common(s, folders=False)
     s.add_argument("--structure", action="append", default=None, dest="structures",
                    metavar="NAME", help="segment this structure (repeatable; default: all)")
+    s.add_argument("--decoder-width", type=int, default=None, metavar="C",
+                   help="channels of the segmentation decoder (default 64; 32: ~3x cheaper)")
     s.set_defaults(func=_run)
     pr = sub.add_parser("predict", help="apply a saved fine-tuned run to new images",
                         description="Class probabilities (predictions.csv) or label-map PNGs "

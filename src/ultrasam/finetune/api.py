@@ -399,7 +399,8 @@ def segment(data: str | Path | Sequence[str | Path] | ImageSource, out: str | Pa
     splits = plan_splits(records, cfg)
     n_classes = len(classes) + 1
     run = _prepare(source, records, splits, cfg,
-                   lambda enc: SegDecoder(enc.channels, n_classes), classes, cache)
+                   lambda enc: SegDecoder(enc.channels, n_classes,
+                                                    width=cfg.decoder_width), classes, cache)
     for t in run.tensors.values():
         assert t.targets is not None
         t.targets[~t.valid()] = IGNORE

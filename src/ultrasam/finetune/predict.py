@@ -136,9 +136,9 @@ def _read_meta(run: Path) -> dict[str, Any]:
         raise ValueError(f"{meta_path}: not valid JSON ({e})") from None
     if not isinstance(meta, dict) or meta.get("task") not in TASKS:
         raise ValueError(f"{meta_path}: 'task' must be one of {list(TASKS)}")
-    for key in ("model_config", "finetune"):
-        if not isinstance(meta.get(key), dict):
-            raise ValueError(f"{meta_path}: missing object {key!r}")
+    absent = [k for k in ("model_config", "finetune") if not isinstance(meta.get(k), dict)]
+    if absent:
+        raise ValueError(f"{meta_path}: missing object(s) {absent}")
     return meta
 
 
@@ -165,7 +165,7 @@ def load_finetuned(run_dir: str | Path, device: str | torch.device = "cpu") -> F
     else:
         if not structures:
             raise ValueError(f"{run}/finetune.json: a segmenter needs its structures")
-        head = SegDecoder(encoder.channels, len(structures) + 1)
+        head = SegDecoder(encoder.channels, len(structures) + 1, width=cfg.decoder_width)
     try:
         state = load_file(str(run / "model.safetensors"))
     except (SafetensorError, OSError) as e:
