@@ -24,6 +24,20 @@ def predictor() -> Predictor:
 
 
 @pytest.fixture(scope="module")
+def responsive() -> Predictor:
+    """SAM's initialisation with the position parameters (zero at init) drawn: unlike the
+    all-random weights above, whose decoder saturates, its answers depend on where the
+    prompt is (distinct first masks, so distinct derived boxes)."""
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "rel_pos" in name or "pos_embed" in name:
+                p.normal_(0, 0.3)
+    return Predictor(model)
+
+
+@pytest.fixture(scope="module")
 def image() -> np.ndarray:
     rng = np.random.default_rng(0)
     return rng.integers(0, 255, (90, 140, 3), dtype=np.uint8)
@@ -78,12 +92,50 @@ def test_embedding_reuse(predictor: Predictor, image: np.ndarray) -> None:
         assert np.array_equal(a, b)
 
 
-def test_refine_returns_one_mask(predictor: Predictor, image: np.ndarray) -> None:
-    predictor.set_image(image)
-    for kwargs in ({"point_coords": np.array([[70, 45]]), "point_labels": np.array([1])},
-                   {"box": np.array([20, 10, 100, 80])}):
-        masks, iou, low = predictor.predict(refine=True, **kwargs)
-        assert masks.shape == (1, 90, 140) and iou.shape == (1,) and low.shape == (1, 32, 32)
+def _best_of(out: tuple[np.ndarray, np.ndarray, np.ndarray]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The output with the highest predicted IoU, kept as a 1-output tuple."""
+    k = int(np.argmax(out[1]))
+    return out[0][k:k + 1], out[1][k:k + 1], out[2][k:k + 1]
+
+
+def _assert_same_output(got: tuple, want: tuple) -> None:
+    """(masks or logits, iou, low-res logits) equal up to float rounding."""
+    for a, b in zip(got, want):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape
+        if a.dtype == bool:
+            assert np.array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_refine_equals_a_manual_two_pass_call(responsive: Predictor,
+                                              image: np.ndarray) -> None:
+    """refine=True is UltraSam's schedule spelled out by hand with two ordinary calls: pass 1
+    single-mask; pass 2 multimask with the pass-1 logits as mask prompt, keeping the output
+    of highest predicted IoU; a point prompt is replaced in pass 2 by the box of its pass-1
+    mask (in the 128-px model frame, padding excluded, x2 = last column + 1, minus 0.5)."""
+    responsive.set_image(image)
+    box = np.array([20, 10, 100, 80])
+    pass1 = responsive.predict(box=box, multimask_output=False, return_logits=True)
+    pass2 = responsive.predict(box=box, mask_input=pass1[2], return_logits=True)
+    refined = responsive.predict(box=box, refine=True, return_logits=True)
+    _assert_same_output(refined, _best_of(pass2))
+    assert not np.allclose(refined[2], pass1[2], atol=1e-3)      # pass 2 changed the answer
+
+    point, label = np.array([[70, 45]]), np.array([1])
+    low1 = responsive.predict(point, label, multimask_output=False)[2]
+    up = torch.nn.functional.interpolate(torch.from_numpy(low1)[None], (128, 128),
+                                         mode="bilinear", align_corners=False)[0, 0] > 0
+    h, w = responsive.input_size                      # (82, 128): 90 x 140 scaled
+    ys, xs = np.nonzero(up[:h, :w].numpy())
+    assert len(xs), "the case under test: a non-empty first mask"
+    derived = torch.tensor([[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]]) - 0.5
+    masks2, iou2, low2 = responsive.predict_torch(None, None, derived.float(),
+                                                 torch.from_numpy(low1)[None])
+    want = _best_of((masks2[0].numpy(), iou2[0].numpy(), low2[0].numpy()))
+    _assert_same_output(responsive.predict(point, label, refine=True), want)
 
 
 def test_predict_torch_batches(predictor: Predictor, image: np.ndarray) -> None:
@@ -94,8 +146,80 @@ def test_predict_torch_batches(predictor: Predictor, image: np.ndarray) -> None:
     assert masks.shape == (2, 1, 90, 140) and iou.shape == (2, 1)
     single = predictor.predict(box=np.array([0, 0, 50, 50]), multimask_output=False)
     assert np.allclose(low[1].numpy(), single[2], atol=1e-5)
-    refined = predictor.predict_torch(None, None, boxes, refine=True)
-    assert refined[0].shape == (2, 1, 90, 140)
+
+
+def test_batched_refine_equals_refine_one_by_one(responsive: Predictor,
+                                                 image: np.ndarray) -> None:
+    responsive.set_image(image)
+    size = responsive.original_size
+    boxes = np.array([[20.0, 10, 100, 80], [0, 0, 50, 50], [60, 30, 139, 89]])
+    points = np.array([[[70.0, 45]], [[30, 20]], [[120, 70]]])
+    t = responsive.transform
+    batches = {
+        "boxes": ((None, None, torch.as_tensor(t.apply_boxes(boxes, size)).float()),
+                  [{"box": b} for b in boxes]),
+        "points": ((torch.as_tensor(t.apply_coords(points, size)).float(),
+                    torch.ones(3, 1, dtype=torch.int), None),
+                   [{"point_coords": p, "point_labels": np.array([1])} for p in points]),
+    }
+    rows = {}
+    for name, (args, one_by_one) in batches.items():
+        batched = responsive.predict_torch(*args, refine=True, return_logits=True)
+        assert batched[0].shape == (3, 1, 90, 140), name
+        rows[name] = [responsive.predict(**kw, refine=True, return_logits=True)
+                      for kw in one_by_one]
+        for i, row in enumerate(rows[name]):
+            _assert_same_output(tuple(x[i].numpy() for x in batched), row)
+    box_rows = rows["boxes"]
+    assert not np.allclose(box_rows[0][2], box_rows[1][2], atol=1e-3)   # the rows differ
+
+
+def test_batched_refine_of_points_with_distinct_derived_boxes(image: np.ndarray) -> None:
+    """Points whose first masks differ (a random model's cover the whole frame, so all its
+    derived boxes are equal): the trained bundled model on a phantom, batched == one by one."""
+    from ultrasam.data.synthetic import make_phantom
+    from ultrasam.weights.checkpoints import load_model
+
+    predictor = Predictor(load_model())
+    predictor.set_image(make_phantom(seed=1, size=160, kind="cyst").image)
+    points = np.array([[[60.0, 60]], [[40, 120]]])
+    coords = torch.as_tensor(predictor.transform.apply_coords(points, (160, 160))).float()
+    batched = predictor.predict_torch(coords, torch.ones(2, 1, dtype=torch.int), refine=True,
+                                      return_logits=True)
+    rows = [predictor.predict(p, np.array([1]), refine=True, return_logits=True)
+            for p in points]
+    for i, row in enumerate(rows):
+        _assert_same_output(tuple(x[i].numpy() for x in batched), row)
+    first, second = (row[0][0] > 0 for row in rows)
+    assert first.sum() and second.sum() and (first & second).sum() < 0.5 * first.sum()
+
+
+def test_original_size_maps_prompts_and_masks(responsive: Predictor,
+                                              image: np.ndarray) -> None:
+    """Prompts in original pixels are scaled per axis into the model frame, and masks come
+    back through the padded square, cropped to the input size, resized to original_size."""
+    import torch.nn.functional as F
+
+    responsive.set_image(image)
+    assert responsive.original_size == (90, 140)
+    assert responsive.input_size == (82, 128)           # longest side 140 -> 128; 90 -> 82.3
+    frame = torch.tensor([[[70 * 128 / 140, 45 * 82 / 90]]])
+    by_frame = responsive.predict_torch(frame, torch.ones(1, 1, dtype=torch.int),
+                                       return_logits=True)
+    by_pixel = responsive.predict(np.array([[70, 45]]), np.array([1]), return_logits=True)
+    _assert_same_output(by_pixel, tuple(x[0].numpy() for x in by_frame))
+    low = torch.from_numpy(by_pixel[2])[None]
+    square = F.interpolate(low, (128, 128), mode="bilinear", align_corners=False)
+    want = F.interpolate(square[..., :82, :128], (90, 140), mode="bilinear",
+                         align_corners=False)[0].numpy()
+    np.testing.assert_allclose(by_pixel[0], want, rtol=1e-5, atol=1e-5)
+    # The same embedding declared as an image twice the size: the same prompt at twice the
+    # coordinates gives the same low-res answer, and masks at the declared size.
+    responsive.set_image_embedding(responsive.get_image_embedding(), (180, 280))
+    assert responsive.input_size == (82, 128)
+    double = responsive.predict(np.array([[140, 90]]), np.array([1]), return_logits=True)
+    assert double[0].shape == (3, 180, 280)
+    _assert_same_output(double[1:], by_pixel[1:])
 
 
 def test_path_input(predictor: Predictor, image: np.ndarray, tmp_path: Path) -> None:
