@@ -4,18 +4,21 @@ Measured in the same process, on the same card:
 
 - ``peak_tflops``: a large bf16 matrix product (8192^3), the card's practical ceiling;
 - model FLOPs per image from ``torch.utils.flop_counter.FlopCounterMode`` (attention and the
-  rel-pos terms included, counted on the meta device on the eager formulation, so every
-  variant is judged against the same work);
+  rel-pos terms included, on the eager formulation, so every variant is judged against the same
+  work): inference counted on the meta device; the training steps counted while one real step
+  runs eagerly on the device (its prompts and refinement depend on the data);
 - Meta's ``segment_anything`` 1.0 (random ViT-B weights, bf16 autocast, eager, as shipped):
   encoder inference images/s at 1024 px batch 8, and the common fine-tuning step (batch 4
   images, one box each, encoder once, decoder called image by image as fine-tuning scripts
   drive it, focal + dice on the 256 x 256 logits, backward, ``torch.optim.AdamW``), each with
   its peak memory;
 - ultrasam on the same workloads for each fast attention backend (``fold``, ``flex``; bf16
-  autocast, ``torch.compile``, one batched decoder call over the prompts of all images, fused
-  AdamW), plus eager bf16 SDPA as a no-compile baseline; and ultrasam's full recipe (up to 8
-  instances per image, box and point prompts in one decoder call, a refinement pass with the
-  first pass's logits as mask prompt and 3 outputs, loss on both passes);
+  autocast, ``torch.compile``, fused AdamW), plus eager bf16 SDPA as a no-compile baseline.
+  Its training steps are the real one, ``ultrasam.train.step.train_step`` (what ``ultrasam
+  train`` runs: simulated prompts, ``PromptedTraining``'s passes, focal + dice + IoU-regression
+  loss, clipping, the optimiser step): ``train`` with one jittered box per image and no
+  refinement pass (the reference's workload), ``recipe`` with the training defaults (up to 8
+  instances per image, box or point prompts, the refinement pass, loss on both passes);
 - MFU = counted FLOPs x images/s / ``peak_tflops``;
 - correctness: ultrasam's fast inference path (compiled bf16 encoder, fp32 decoder) vs its
   eager fp32 path, same randomised weights (rel-pos tables, position embedding and the
@@ -76,6 +79,10 @@ from _reference import import_segment_anything  # noqa: E402
 from ultrasam.config import ModelConfig, get_config  # noqa: E402
 from ultrasam.modeling import Sam, build_model  # noqa: E402
 from ultrasam.modeling.speed import adamw, optimise_for_gpu  # noqa: E402
+from ultrasam.train.config import TrainConfig, load_config  # noqa: E402
+from ultrasam.train.data import Batch  # noqa: E402
+from ultrasam.train.prompted import PromptedTraining  # noqa: E402
+from ultrasam.train.step import train_step  # noqa: E402
 
 log = logging.getLogger("bench_gpu")
 RESULTS = HERE / "results"
@@ -181,8 +188,8 @@ def instances(counts: list[int], cfg: ModelConfig, seed: int, device: torch.devi
 
 
 def focal_dice(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SAM's 20:1 focal + dice per mask (fp32): logits P x M x L x L, target P x 1 x L x L
-    -> P x M."""
+    """SAM's 20:1 focal + dice per mask (fp32), the reference step's loss: logits
+    P x M x L x L, target P x 1 x L x L -> P x M."""
     logits = logits.float()
     target = target.expand_as(logits)
     p = torch.sigmoid(logits)
@@ -275,55 +282,44 @@ def reference_train_step(sam: nn.Module, x: torch.Tensor, inst: Instances,
     opt.step()
 
 
-def ultrasam_train_step(model: Sam, x: torch.Tensor, inst: Instances,
-                        opt: torch.optim.Optimizer | None, device: torch.device) -> None:
-    """The same step on ultrasam: one decoder call for the prompts of all images."""
-    with autocast(device):
-        emb = model.encode(x)
-        low, _ = model.decode(emb, boxes=inst.boxes, multimask_output=False,
-                              image_index=inst.image_index)
-        loss = focal_dice(low, inst.targets).mean()
-    if opt is not None:
-        opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if opt is not None:
-        opt.step()
+def step_config(recipe: bool) -> TrainConfig:
+    """The training config of a workload: ``recipe`` the training defaults (box or point
+    prompts, refinement pass); else one jittered box per instance and one pass."""
+    return load_config(None, [] if recipe else ["prompts.p_box=1.0", "prompts.refine=false"])
 
 
-def recipe_prompts(inst: Instances) -> tuple[torch.Tensor, torch.Tensor]:
-    """Even instances get a box (corner labels 2, 3), odd ones a point: P x 2 x 2, P x 2."""
-    p = len(inst.boxes)
-    box = torch.arange(p, device=inst.boxes.device) % 2 == 0
-    corners = inst.boxes.view(p, 2, 2)
-    point = torch.stack([inst.points, torch.zeros_like(inst.points)], dim=1)
-    coords = torch.where(box[:, None, None], corners, point)
-    labels = torch.where(box[:, None], torch.tensor([2, 3], device=box.device),
-                         torch.tensor([1, -1], device=box.device))
-    return coords, labels
+def training_batch(x: torch.Tensor, inst: Instances, cfg: ModelConfig) -> Batch:
+    """The instances as ``ultrasam.train``'s batch: images 0-255 at the full input size,
+    masks in the input frame (the ellipses, upsampled), targets on the logit grid."""
+    s, b = cfg.img_size, x.shape[0]
+    images = ((x - x.amin()) / (x.amax() - x.amin()) * 255).float()
+    masks = F.interpolate(inst.targets, size=(s, s), mode="nearest")[:, 0] > 0.5
+    index = inst.image_index
+    return Batch(images=images, sizes=torch.tensor([[s, s]] * b, device=x.device),
+                 masks=[masks[index == i] for i in range(b)], targets=inst.targets[:, 0],
+                 image_index=index, positions=[(0, i) for i in range(b)],
+                 ids=[f"bench/{i}" for i in range(b)])
 
 
-def ultrasam_recipe_step(model: Sam, x: torch.Tensor, inst: Instances,
-                         opt: torch.optim.Optimizer | None, device: torch.device) -> None:
-    """UltraSam's recipe: box and point prompts, then a refinement pass, loss on both."""
-    coords, labels = recipe_prompts(inst)
-    box_coords = inst.boxes.view(-1, 2, 2)
-    box_labels = torch.tensor([[2, 3]], device=device).expand(len(inst.boxes), 2)
-    with autocast(device):
-        emb = model.encode(x)
-        # 1. All prompts of all images in one decoder call, one output each.
-        low1, _ = model.decode(emb, coords, labels, multimask_output=False,
-                               image_index=inst.image_index)
-        # 2. Refinement: the box plus the pass-1 logits as mask prompt (kept in the graph),
-        #    three outputs, the loss on the best one.
-        low2, _ = model.decode(emb, box_coords, box_labels, mask_inputs=low1,
-                               multimask_output=True, image_index=inst.image_index)
-        loss = (focal_dice(low1, inst.targets).mean()
-                + focal_dice(low2, inst.targets).min(dim=1).values.mean())
-    if opt is not None:
-        opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if opt is not None:
-        opt.step()
+@dataclass
+class RealStep:
+    """``ultrasam.train.step.train_step`` bound to a model, a batch and an optimiser."""
+
+    model: Sam
+    batch: Batch
+    config: TrainConfig
+    optimizer: torch.optim.Optimizer
+    use_bf16: bool
+
+    def __post_init__(self) -> None:
+        self.net = PromptedTraining(self.model, self.config)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+
+    def __call__(self) -> None:
+        outcome = train_step(self.net, self.model, self.optimizer, self.params, [self.batch],
+                             self.config, use_bf16=self.use_bf16)
+        if not outcome.finite:
+            raise RuntimeError("non-finite loss or gradient in the benchmark step")
 
 
 # ----------------------------------------------------------------------------- counting
@@ -336,20 +332,23 @@ def count_flops(fn: Callable[[], object]) -> float:
     return float(counter.get_total_flops())
 
 
-def model_flops(cfg: ModelConfig, counts: list[int]) -> dict[str, float]:
-    """FLOPs per image on the meta device (no compute), eager SDPA formulation, batch 1
-    (the recipe at its own batch, divided by its image count)."""
+def model_flops(cfg: ModelConfig, counts: list[int], device: torch.device
+                ) -> dict[str, float]:
+    """FLOPs per image, eager formulation, batch 1 (the recipe at its own batch, divided by its
+    image count): inference on the meta device (no compute); the training steps while one
+    real step runs on ``device`` (its prompts and refinement pass depend on the data)."""
     with torch.device("meta"):
         model = build_model(cfg)
         x1 = torch.zeros(1, 3, cfg.img_size, cfg.img_size)
-        xb = torch.zeros(len(counts), 3, cfg.img_size, cfg.img_size)
-    meta = torch.device("meta")
-    one = instances([1], cfg, 0, meta)
-    rec = instances(counts, cfg, 0, meta)
     with torch.no_grad():
         infer = count_flops(lambda: model.image_encoder(x1))
-    train = count_flops(lambda: ultrasam_train_step(model, x1, one, None, meta))
-    recipe = count_flops(lambda: ultrasam_recipe_step(model, xb, rec, None, meta)) / len(counts)
+    eager = build_model(cfg).to(device).train()
+    sgd = torch.optim.SGD(eager.parameters(), lr=0.0)
+    one = training_batch(images(1, cfg.img_size, 0, device), instances([1], cfg, 0, device), cfg)
+    rec = training_batch(images(len(counts), cfg.img_size, 0, device),
+                         instances(counts, cfg, 0, device), cfg)
+    train = count_flops(RealStep(eager, one, step_config(recipe=False), sgd, False))
+    recipe = count_flops(RealStep(eager, rec, step_config(recipe=True), sgd, False)) / len(counts)
     return {"infer_flops_per_img": infer, "train_flops_per_img": train,
             "recipe_flops_per_img": recipe}
 
@@ -442,7 +441,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         r.res["peak_tflops"] = float(f"{peak_tflops(wl.matmul_n, device):.4g}")
 
     def s_flops() -> None:
-        r.res.update({k: float(f"{v / 1e9:.6g}") for k, v in model_flops(cfg, counts).items()})
+        r.res.update({k: float(f"{v / 1e9:.6g}")
+                      for k, v in model_flops(cfg, counts, device).items()})
         r.res["flops_unit"] = "GFLOP"
 
     sa: Any = None
@@ -509,12 +509,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             model = fast_model(cfg, backend, wl, device, train=True, base=base,
                                checkpointing=checkpointing)
             opt = adamw(model.parameters(), lr=1e-5, device=device)
-            dt, mem = timed(lambda: ultrasam_train_step(model, x_tr, one_box, opt, device),
-                            wl.warmup, wl.iters, device)
+            bf16 = device.type == "cuda"
+            step = RealStep(model, training_batch(x_tr, one_box, cfg), step_config(recipe=False),
+                            opt, bf16)
+            dt, mem = timed(step, wl.warmup, wl.iters, device)
             r.variant(name, train_img_s=n_tr / dt, train_peak_gib=mem)
             if with_recipe:
-                dt, mem = timed(lambda: ultrasam_recipe_step(model, x_tr, recipe, opt, device),
-                                wl.warmup, wl.iters, device)
+                step = RealStep(model, training_batch(x_tr, recipe, cfg),
+                                step_config(recipe=True), opt, bf16)
+                dt, mem = timed(step, wl.warmup, wl.iters, device)
                 r.variant(name, recipe_train_img_s=n_tr / dt, recipe_train_peak_gib=mem)
 
         return go
