@@ -31,6 +31,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ultrasam.data.coco import read_coco
+from ultrasam.data.sample import spacing_of
 
 log = logging.getLogger(__name__)
 
@@ -146,16 +147,6 @@ def _image_root(json_path: Path, images: list[dict[str, Any]],
     return folder / "images" if (folder / "images").is_dir() else folder
 
 
-def _spacing(image: dict[str, Any]) -> tuple[float, float] | None:
-    value = image.get("pixel_spacing_mm")
-    if value is None:
-        return None
-    if isinstance(value, (int, float)):
-        return float(value), float(value)
-    row, col = (float(v) for v in value)
-    return row, col
-
-
 def _structure_names(coco: dict[str, Any]) -> dict[int, str]:
     return {int(c["id"]): str(c["name"]) for c in coco["categories"]}
 
@@ -215,7 +206,7 @@ def load_ground_truth(data: str | Path, split: str | None = None,
                 x, y, bw, bh = (float(v) for v in a["bbox"])
                 instances.append(GtInstance(ann_id, (x, y, bw, bh), structure, a["segmentation"]))
             images.append(GtImage(image_id, root / im["file_name"], int(im["height"]),
-                                  int(im["width"]), str(record["dataset"]), _spacing(im),
+                                  int(im["width"]), str(record["dataset"]), spacing_of(im),
                                   tuple(instances)))
     if split is not None and n_filtered == 0:
         seen = sorted(str(s) for s in splits_seen)
