@@ -1,4 +1,11 @@
-"""Predictor under bf16 autocast (review finding): numpy has no bf16, outputs must be float32."""
+"""Predictor in bf16 (autocast, or a model cast to bf16): float32 numpy outputs (numpy has no
+bf16) within bf16 rounding of the fp32 answer.
+
+Tolerances, for every call: relative logit error (L2 norm of the difference over the fp32
+norm) < 0.05, predicted IoU within 0.02, and >= 98 % of pixels on the same side of the mask
+threshold. bf16 keeps 8 mantissa bits (~0.4 % per rounding); measured on this model: <= 0.01
+relative error and <= 0.002 IoU under autocast, <= 0.02 and >= 99.4 % agreement cast to bf16.
+"""
 
 from __future__ import annotations
 
@@ -9,64 +16,70 @@ import torch
 from ultrasam import Predictor
 from ultrasam.modeling import build_model
 
+BOX = np.array([20, 10, 100, 80])
+POINTS, LABELS = np.array([[70, 45], [10, 10]]), np.array([1, 0])
 
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
+
+def _model() -> torch.nn.Module:
+    # SAM's initialisation with the position parameters (zero at init) drawn, so that the
+    # answers depend on the image and prompt (all-random weights saturate the decoder).
     torch.manual_seed(0)
     m = build_model("tiny").eval()
     with torch.no_grad():
-        for p in m.parameters():
-            p.normal_(0, 0.2)
+        for name, p in m.named_parameters():
+            if "rel_pos" in name or "pos_embed" in name:
+                p.normal_(0, 0.3)
     return m
 
 
+@pytest.fixture(scope="module")
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (90, 140, 3), dtype=np.uint8)
+
+
+def _assert_bf16_close(got: tuple, want: tuple) -> None:
+    """(logits at the original size, iou, low-res logits): bf16 result vs fp32 result."""
+    logits, iou, low = got
+    assert logits.dtype == iou.dtype == low.dtype == np.float32
+    assert logits.shape == want[0].shape and low.shape == want[2].shape
+    rel = np.linalg.norm(logits - want[0]) / np.linalg.norm(want[0])
+    assert rel < 0.05, rel
+    assert np.abs(iou - want[1]).max() < 0.02
+    assert np.mean((logits > 0) == (want[0] > 0)) >= 0.98
+
+
 @pytest.mark.parametrize("fast", [True, False])
-def test_predict_under_bf16_autocast_returns_float32(model: torch.nn.Module, fast: bool) -> None:
-    image = np.random.default_rng(0).integers(0, 255, (90, 140, 3), dtype=np.uint8)
-    predictor = Predictor(model, fast=fast)
+def test_predict_under_bf16_autocast_is_close_to_fp32(image: np.ndarray, fast: bool) -> None:
+    predictor = Predictor(_model(), fast=fast)
     predictor.set_image(image)
-    pts, lab = np.array([[70, 45]]), np.array([1])
-    ref_logits, ref_iou, ref_low = predictor.predict(pts, lab, return_logits=True)
+    calls = [{"point_coords": POINTS[:1], "point_labels": LABELS[:1]},
+             {"box": BOX, "refine": True}]
+    want = [predictor.predict(**kw, return_logits=True) for kw in calls]
+    # The low-res logits of the fp32 point answer as mask prompt: a third call.
+    calls.append({**calls[0], "mask_input": want[0][2][:1]})
+    want.append(predictor.predict(**calls[2], return_logits=True))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits, iou, low = predictor.predict(pts, lab, return_logits=True)
-        masks, _, _ = predictor.predict(pts, lab, mask_input=ref_low[:1])
-        refined, riou, rlow = predictor.predict(box=np.array([20, 10, 100, 80]), refine=True)
-    assert logits.dtype == iou.dtype == low.dtype == riou.dtype == rlow.dtype == np.float32
-    assert masks.dtype == refined.dtype == bool and refined.shape == (1, 90, 140)
-    # bf16 rounding only: close to the fp32 result.
-    assert np.abs(iou - ref_iou).max() < 0.05
-    assert np.mean((logits > 0) == (ref_logits > 0)) > 0.95
+        got = [predictor.predict(**kw, return_logits=True) for kw in calls]
+        masks, _, _ = predictor.predict(**calls[1])
+    for g, w in zip(got, want):
+        _assert_bf16_close(g, w)
+    assert masks.dtype == bool and np.array_equal(masks, got[1][0] > 0)
 
 
-def test_model_cast_to_bfloat16_predicts() -> None:
+def test_model_cast_to_bfloat16_is_close_to_fp32(image: np.ndarray) -> None:
     """A model converted with ``.to(torch.bfloat16)`` (not autocast) works end to end."""
-    import numpy as np
-    import torch
-
-    from ultrasam import Predictor
-    from ultrasam.modeling import build_model
-
-    torch.manual_seed(0)
-    model = build_model("tiny").eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0, 0.2)
-    image = np.random.default_rng(0).integers(0, 255, (90, 140, 3), dtype=np.uint8)
-    ref = Predictor(model)
+    ref = Predictor(_model())
     ref.set_image(image)
-    half = Predictor(build_model("tiny").eval())
-    half.model.load_state_dict(model.state_dict())
-    half.model.to(torch.bfloat16)
+    half = Predictor(_model().to(torch.bfloat16))
     half.set_image(image)
-    for kwargs in ({"point_coords": np.array([[70, 45], [10, 10]]),
-                    "point_labels": np.array([1, 0])},
-                   {"box": np.array([20, 10, 100, 80]), "multimask_output": False},
-                   {"box": np.array([20, 10, 100, 80]), "refine": True}):
-        a = ref.predict(**kwargs)
-        b = half.predict(**kwargs)
-        assert b[1].dtype == np.float32 and b[2].dtype == np.float32
-        assert b[0].shape == a[0].shape
-        assert np.abs(b[2] - a[2]).max() <= 0.1 * np.abs(a[2]).max() + 0.1
-    low = ref.predict(box=np.array([20, 10, 100, 80]), multimask_output=False)[2]
-    out = half.predict(box=np.array([20, 10, 100, 80]), mask_input=low, multimask_output=False)
-    assert out[2].shape == (1, 32, 32)
+    assert half.get_image_embedding().dtype == torch.bfloat16
+    for kwargs in ({"point_coords": POINTS, "point_labels": LABELS},
+                   {"box": BOX, "multimask_output": False},
+                   {"box": BOX, "refine": True}):
+        _assert_bf16_close(half.predict(**kwargs, return_logits=True),
+                           ref.predict(**kwargs, return_logits=True))
+    low = ref.predict(box=BOX, multimask_output=False)[2]
+    _assert_bf16_close(half.predict(box=BOX, mask_input=low, multimask_output=False,
+                                    return_logits=True),
+                       ref.predict(box=BOX, mask_input=low, multimask_output=False,
+                                   return_logits=True))
