@@ -260,8 +260,10 @@ def markdown(meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
               f"thread(s); {meta['note']}). Default encoder: {meta['default_checkpoint']}; "
               f"baseline: {meta['baseline']} (same architecture, random init). Splits: "
               f"{meta['splits']}."), "",
-             (f"Budget: {b['wall_minutes'] if b['wall_minutes'] is not None else 'none'} min "
-              f"wall in all ({b['linear_share']:.0%} for the linear probes); at most "
+             ((f"Budget: {b['wall_minutes']:g} min wall in all ({b['linear_share']:.0%} for the "
+               "linear probes)" if b["wall_minutes"] is not None else
+               "Budget: no wall limit (training cap per run: "
+               f"{b['max_seconds_without_budget']} s)") + "; at most "
               f"{b['max_images_per_split']} images per split; linear probes at most "
               f"{b['epochs_linear']} epochs (early stopping, patience {b['patience_linear']});"
               f" full fine-tunes at most {b['epochs_full']} epochs on at most "
