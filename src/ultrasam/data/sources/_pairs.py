@@ -42,8 +42,8 @@ from ._volumes import read_nifti
 __all__ = [
     "collect_pairs", "role_folder_key", "complete_pair", "LoadedPair", "load_pair",
     "read_pair_bytes", "read_nifti_entry", "read_entry_pair", "read_file_pair",
-    "sizes_match", "binary_foreground", "add_or_skip", "read_matched_pair", "MatchedPair",
-    "matched_pairs", "warn_orphans",
+    "sizes_match", "binary_foreground", "label_structures", "add_or_skip", "read_matched_pair",
+    "MatchedPair", "matched_pairs", "warn_orphans",
 ]
 
 K = TypeVar("K", bound=Hashable)
@@ -250,6 +250,17 @@ def binary_foreground(mask: np.ndarray, writer: CocoWriter, file: str,
         writer.warn(file, f"unexpected mask {format_unknown(unknown)}; "
                           f"only 1 and 255 are {structure}")
     return foreground
+
+
+def label_structures(label: np.ndarray, labels: Mapping[int, str], writer: CocoWriter,
+                     file: str) -> dict[str, np.ndarray]:
+    """One ``H x W`` bool mask per structure of ``labels`` (pixel value -> structure; a mask is
+    empty when its value is absent) from an ``H x W`` label map; non-zero values outside
+    ``labels`` are warned about on ``file`` (``"unknown label values [...] ignored"``)."""
+    unknown = sorted(set(np.unique(label).tolist()) - {0, *labels})
+    if unknown:
+        writer.warn(file, f"unknown label values {unknown} ignored")
+    return {name: label == v for v, name in labels.items()}
 
 
 def add_or_skip(writer: CocoWriter, image: np.ndarray, masks: dict[str, np.ndarray],

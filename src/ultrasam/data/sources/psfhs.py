@@ -20,7 +20,7 @@ import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import sizes_match, warn_orphans
+from ._pairs import label_structures, sizes_match, warn_orphans
 from ._read import (UnreadableFile, find_dirs, natural_sorted, relative_source,
                    to_grey_if_uniform, to_uint8)
 from ._volumes import read_metaimage
@@ -82,10 +82,7 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                 continue
             if not sizes_match(image, label, source, writer, what="label"):
                 continue
-            unknown = sorted(set(np.unique(label).tolist()) - {0, *LABELS})
-            if unknown:
-                writer.warn(source, f"unknown label values {unknown} ignored")
-            writer.add_image(image, {name: label == v for v, name in LABELS.items()},
+            writer.add_image(image, label_structures(label, LABELS, writer, source),
                              source=source)
         if label_dir.is_dir():
             warn_orphans((p for p in label_dir.iterdir() if p.suffix.lower() in (".mha", ".mhd")),

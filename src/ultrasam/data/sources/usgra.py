@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from ..coco import CocoWriter
 from ._base import Source, SourceSpec
-from ._pairs import matched_pairs, sizes_match
+from ._pairs import label_structures, matched_pairs, sizes_match
 from ._read import IMAGE_SUFFIXES, find_dirs, natural_sorted
 
 LABELS = {1: "nerve", 2: "blood_vessel"}
@@ -47,10 +46,7 @@ def convert(native_dir: Path, writer: CocoWriter) -> None:
                 continue
             if not sizes_match(image, label, source, writer):
                 continue
-            unknown = sorted(set(np.unique(label).tolist()) - {0, *LABELS})
-            if unknown:
-                writer.warn(source, f"unknown label values {unknown} ignored")
-            writer.add_image(image, {name: label == v for v, name in LABELS.items()},
+            writer.add_image(image, label_structures(label, LABELS, writer, source),
                              source=source, split=split, name_parts=(split,))
 
 
