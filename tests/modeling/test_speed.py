@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from ultrasam.config import get_config
+from ultrasam.config import ModelConfig, get_config
 from ultrasam.modeling import Sam, build_model
 from ultrasam.modeling.speed import (
     adamw,
@@ -179,13 +179,48 @@ def test_summary_takes_the_best_variant_and_computes_mfu(
     assert res["infer_speedup"] == 6.4 and res["train_speedup"] == pytest.approx(6.67)
 
 
+def _encoder_flops_by_hand(cfg: ModelConfig) -> int:
+    """Multiply-adds x 2 of SAM's ViT image encoder on one image (what FlopCounterMode counts:
+    convolutions, matrix products, attention; not norms or element-wise ops).
+
+    G = S / p patches a side, N = G^2 tokens, width D, MLP width M, neck width C.
+    Patch embedding: 2 N D (3 p^2). Per block, with t tokens per attention window (side s:
+    the window, or G for a global block) and n windows over the grid padded to a multiple of
+    s (n t >= N tokens attended): qkv 2 n t D 3D; decomposed rel-pos bias (two einsums, each
+    over s positions) 4 n t s D; attention (QK^T and AV) 4 n t t D; projection 2 n t D^2;
+    MLP (unpadded) 4 N D M. Neck: 1x1 conv 2 N D C, 3x3 conv 2 N C^2 9.
+    """
+    p, d, c = cfg.patch_size, cfg.encoder_embed_dim, cfg.prompt_embed_dim
+    g = cfg.img_size // p
+    n_tok, mlp = g * g, int(d * cfg.mlp_ratio)
+    total = 2 * n_tok * d * 3 * p * p
+    for i in range(cfg.encoder_depth):
+        side = g if i in cfg.encoder_global_attn_indexes else cfg.window_size
+        windows = (-(-g // side)) ** 2
+        t = side * side
+        attended = windows * t
+        total += (2 * attended * d * 3 * d + 4 * attended * side * d + 4 * attended * t * d
+                  + 2 * attended * d * d + 4 * n_tok * d * mlp)
+    return total + 2 * n_tok * d * c + 2 * n_tok * c * c * 9
+
+
 def test_flops_are_counted_with_attention(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Meta-device count of ViT-B at 1024 px: the 972 GFLOP of the performance notes."""
+    """The benchmark's FLOP counts equal a count by hand (tiny: an 8 x 8 grid in 3 x 3
+    windows, so the padding to 9 x 9 counts; ViT-B at 1024 px on the meta device, no compute:
+    the 972 GFLOP of the performance notes)."""
     bench = _load("bench_gpu", monkeypatch)
-    flops = bench.model_flops(get_config("vit_b"), [2, 1])
-    assert flops["infer_flops_per_img"] / 1e9 == pytest.approx(972.08, rel=1e-3)
-    assert 2.9 < flops["train_flops_per_img"] / flops["infer_flops_per_img"] < 3.1
+    tiny = get_config("tiny")
+    flops = bench.model_flops(tiny, [2, 1], torch.device("cpu"))
+    assert flops["infer_flops_per_img"] == _encoder_flops_by_hand(tiny)
+    # A training step: forward + backward (about twice the forward) + the decoder.
+    assert 2.5 < flops["train_flops_per_img"] / flops["infer_flops_per_img"] < 3.5
     assert flops["recipe_flops_per_img"] > flops["train_flops_per_img"]
+    vit_b = get_config("vit_b")
+    with torch.device("meta"):
+        encoder = build_model(vit_b).image_encoder
+        x = torch.zeros(1, 3, vit_b.img_size, vit_b.img_size)
+    with torch.no_grad():
+        assert bench.count_flops(lambda: encoder(x)) == _encoder_flops_by_hand(vit_b)
 
 
 def test_recipe_step_runs_and_mixes_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
