@@ -1,4 +1,4 @@
-"""``evaluate --data CORPUS --split S`` reads the corpus's own split, as training does (review)."""
+"""``evaluate --data CORPUS --split S`` reads the corpus's own split, as training does."""
 
 from __future__ import annotations
 

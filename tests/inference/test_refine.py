@@ -1,4 +1,4 @@
-"""Refinement: a prompt's output must not depend on the other prompts of the call (review).
+"""Refinement: a prompt's output must not depend on the other prompts of the call.
 
 Pass 2 of a point prompt is decoded with its derived box as [corner, corner] (Meta's box
 tokens). When the batch also held a prompt that keeps its prompt (a box given as corner

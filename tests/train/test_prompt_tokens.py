@@ -1,4 +1,4 @@
-"""Training feeds the decoder the same prompt tokens as inference (review finding).
+"""Training feeds the decoder the same prompt tokens as inference.
 
 Every padding slot of a training prompt is one more "not a point" token the decoder attends
 to. Inference (Meta's layout, ``Sam.decode`` / the predictor) feeds a single point as
