@@ -17,8 +17,8 @@ from ultrasam.data.synthetic import make_phantom
 from ultrasam.finetune import classify, segment
 from ultrasam.finetune.encoder import EncoderAdapter, load_encoder
 from ultrasam.finetune.loop import LoopConfig, fit
-from ultrasam.finetune.lora import LoRALinear
 from ultrasam.modeling.build import build_model
+from ultrasam.modeling.lora import LoRALinear
 
 FAST = {"epochs": 30, "patience": 30, "lr": 1e-2, "n_boot": 100, "batch_size": 16}
 

@@ -31,7 +31,7 @@ from ..modeling.base import PromptableModel
 from ..modeling.conv_encoder import ConvEncoder
 from ..modeling.fusion import FusionNet
 from ..modeling.image_encoder import ImageEncoderViT
-from .lora import inject_lora
+from ..modeling.lora import add_lora
 
 MODES: tuple[str, ...] = ("linear", "full", "partial", "lora")
 
@@ -104,7 +104,7 @@ class EncoderAdapter(nn.Module):
             if self.family != "vit":
                 raise ValueError(f"LoRA needs a ViT encoder (attention projections); this is a "
                                  f"{self.family} encoder: use mode 'partial' instead")
-            inject_lora(self.model.image_encoder, ("qkv",), lora_rank, lora_alpha)
+            add_lora(self.model, lora_rank, lora_alpha)  # every attention qkv
             for name, p in self.model.image_encoder.named_parameters():
                 p.requires_grad_(".lora_" in f".{name}")
         self.mode = mode
