@@ -223,20 +223,24 @@ def test_flops_are_counted_with_attention(monkeypatch: pytest.MonkeyPatch) -> No
         assert bench.count_flops(lambda: encoder(x)) == _encoder_flops_by_hand(vit_b)
 
 
-def test_recipe_step_runs_and_mixes_prompts(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_benchmark_times_the_real_training_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GPU benchmark's step is ``ultrasam.train``'s: on the tiny config one step on CPU
+    updates the IoU head too (the benchmark once timed its own loss without the IoU term)."""
     bench = _load("bench_gpu", monkeypatch)
     cfg = get_config("tiny")
     inst = bench.instances([3, 2], cfg, 0, torch.device("cpu"))
     assert inst.targets.shape == (5, 1, cfg.mask_size, cfg.mask_size)
     assert 0 < float(inst.targets.mean()) < 0.5
-    coords, labels = bench.recipe_prompts(inst)
-    assert labels.tolist() == [[2, 3], [1, -1], [2, 3], [1, -1], [2, 3]]
-    model = bench.randomise_(build_model(cfg), 0).train()
     x = bench.images(2, cfg.img_size, 0, torch.device("cpu"))
+    batch = bench.training_batch(x, inst, cfg)
+    assert [len(m) for m in batch.masks] == [3, 2]
+    model = bench.randomise_(build_model(cfg), 0).train()
     opt = adamw(model.parameters(), lr=1e-3)
-    before = model.mask_decoder.iou_token.weight.detach().clone()
-    bench.ultrasam_recipe_step(model, x, inst, opt, torch.device("cpu"))
-    assert not torch.equal(model.mask_decoder.iou_token.weight, before)
+    iou_head = model.mask_decoder.iou_prediction_head.layers[-1].weight
+    before = iou_head.detach().clone()
+    step = bench.RealStep(model, batch, bench.step_config(recipe=True), opt, use_bf16=False)
+    step()
+    assert not torch.equal(iou_head, before)
 
 
 def test_gpu_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -267,7 +271,7 @@ def test_benchmark_smoke_mode_runs(tmp_path: Path) -> None:
            "--out-dir", str(tmp_path)]
     if importlib.util.find_spec("segment_anything") is None:
         cmd.append("--skip-reference")
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (path,) = tmp_path.glob("gpu_*_tiny.json")
     res = json.loads(path.read_text())
