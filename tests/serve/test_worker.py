@@ -5,6 +5,7 @@ jobs, a bad prompt failing only its own request."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 from typing import Any
 
@@ -27,6 +28,13 @@ SMALL_FUSION: dict[str, Any] = {"img_size": 64, "conv_dims": (8, 16, 16, 16),
 def model() -> Any:
     torch.manual_seed(0)
     return build_model(get_config("fusion", **SMALL_FUSION)).eval()
+
+
+def _run(coro: Any) -> Any:
+    """``asyncio.run`` on a fresh thread: a browser test earlier in the session (Playwright's
+    sync API) leaves an event loop running on the main thread, where ``asyncio.run`` refuses."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def _frame(seed: int, h: int = 80, w: int = 100) -> Frame:
@@ -84,7 +92,7 @@ def test_batched_answers_equal_one_by_one(model: Any, threads: int) -> None:
     jobs = [(frames[k % 3], _prompt(k)) for k in range(30)]
     worker = ModelWorker(model, threads=threads, torch_threads=1, max_batch=8)
     try:
-        results = asyncio.run(_gather(worker, jobs))
+        results = _run(_gather(worker, jobs))
     finally:
         worker.close()
     assert all(isinstance(r, Segmentation) for r in results), results
@@ -103,7 +111,7 @@ def test_prompts_first_and_one_batch_per_wait(model: Any) -> None:
     ready, new = _frame(10), _frame(11)
     worker = ModelWorker(model, threads=1, torch_threads=1, max_batch=16)
     try:
-        first = asyncio.run(_gather(worker, [(ready, _prompt(1))]))[0]
+        first = _run(_gather(worker, [(ready, _prompt(1))]))[0]
         assert first.embedded and first.batch == 1
         release, (hold, started) = _block(worker)
 
@@ -116,7 +124,7 @@ def test_prompts_first_and_one_batch_per_wait(model: Any) -> None:
             release.set()
             return await held, await answers
 
-        held, answers = asyncio.run(scenario())
+        held, answers = _run(scenario())
     finally:
         worker.close()
     assert held == "released"
@@ -140,7 +148,7 @@ def test_a_bad_prompt_fails_alone_and_long_jobs_are_not_starved(model: Any) -> N
         return await asyncio.gather(*tasks, return_exceptions=True)
 
     try:
-        out = asyncio.run(scenario())
+        out = _run(scenario())
     finally:
         worker.close()
     assert isinstance(out[3], ValueError) and "outside" in str(out[3])
@@ -171,6 +179,6 @@ def test_closed_worker_refuses_and_fails_queued(model: Any) -> None:
     worker = ModelWorker(model, threads=1, torch_threads=1)
     worker.close()
     with pytest.raises(RuntimeError, match="shut down"):
-        asyncio.run(worker.segment(_frame(30), _prompt(0)))
+        _run(worker.segment(_frame(30), _prompt(0)))
     with pytest.raises(ValueError, match=">= 1"):
         ModelWorker(model, threads=0)
