@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,17 +25,10 @@ def predictor() -> Predictor:
 
 
 @pytest.fixture(scope="module")
-def responsive() -> Predictor:
-    """SAM's initialisation with the position parameters (zero at init) drawn: unlike the
-    all-random weights above, whose decoder saturates, its answers depend on where the
-    prompt is (distinct first masks, so distinct derived boxes)."""
-    torch.manual_seed(0)
-    model = build_model("tiny").eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "rel_pos" in name or "pos_embed" in name:
-                p.normal_(0, 0.3)
-    return Predictor(model)
+def responsive(make_responsive_sam: Any) -> Predictor:
+    """Unlike the all-random weights above, whose decoder saturates, its answers depend on
+    where the prompt is (distinct first masks, so distinct derived boxes)."""
+    return Predictor(make_responsive_sam())
 
 
 @pytest.fixture(scope="module")

@@ -9,27 +9,16 @@ relative error and <= 0.002 IoU under autocast, <= 0.02 and >= 99.4 % agreement 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 
 from ultrasam import Predictor
-from ultrasam.modeling import build_model
 
 BOX = np.array([20, 10, 100, 80])
 POINTS, LABELS = np.array([[70, 45], [10, 10]]), np.array([1, 0])
-
-
-def _model() -> torch.nn.Module:
-    # SAM's initialisation with the position parameters (zero at init) drawn, so that the
-    # answers depend on the image and prompt (all-random weights saturate the decoder).
-    torch.manual_seed(0)
-    m = build_model("tiny").eval()
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if "rel_pos" in name or "pos_embed" in name:
-                p.normal_(0, 0.3)
-    return m
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +38,9 @@ def _assert_bf16_close(got: tuple, want: tuple) -> None:
 
 
 @pytest.mark.parametrize("fast", [True, False])
-def test_predict_under_bf16_autocast_is_close_to_fp32(image: np.ndarray, fast: bool) -> None:
-    predictor = Predictor(_model(), fast=fast)
+def test_predict_under_bf16_autocast_is_close_to_fp32(image: np.ndarray, fast: bool,
+                                                      make_responsive_sam: Any) -> None:
+    predictor = Predictor(make_responsive_sam(), fast=fast)
     predictor.set_image(image)
     calls = [{"point_coords": POINTS[:1], "point_labels": LABELS[:1]},
              {"box": BOX, "refine": True}]
@@ -66,11 +56,12 @@ def test_predict_under_bf16_autocast_is_close_to_fp32(image: np.ndarray, fast: b
     assert masks.dtype == bool and np.array_equal(masks, got[1][0] > 0)
 
 
-def test_model_cast_to_bfloat16_is_close_to_fp32(image: np.ndarray) -> None:
+def test_model_cast_to_bfloat16_is_close_to_fp32(image: np.ndarray,
+                                                make_responsive_sam: Any) -> None:
     """A model converted with ``.to(torch.bfloat16)`` (not autocast) works end to end."""
-    ref = Predictor(_model())
+    ref = Predictor(make_responsive_sam())
     ref.set_image(image)
-    half = Predictor(_model().to(torch.bfloat16))
+    half = Predictor(make_responsive_sam().to(torch.bfloat16))
     half.set_image(image)
     assert half.get_image_embedding().dtype == torch.bfloat16
     for kwargs in ({"point_coords": POINTS, "point_labels": LABELS},

@@ -7,13 +7,14 @@ Marked ``gpu``: deselected by the default run (pyproject's ``addopts``); run wit
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from ultrasam.inference.predictor import Predictor
-from ultrasam.modeling import Sam, build_model
+from ultrasam.modeling.sam import Sam
 
 pytestmark = [
     pytest.mark.gpu,
@@ -32,20 +33,6 @@ def _no_tf32() -> Iterator[None]:
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
-def _model() -> Sam:
-    # SAM's initialisation, with the position parameters (zero at init) drawn too: outputs
-    # then depend on the image and on every weight (all-random weights saturate the decoder,
-    # whose logits barely move whatever the input).
-    torch.manual_seed(0)
-    model = build_model("tiny").eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "rel_pos" in name or "pos_embed" in name:
-                p.normal_(0, 0.3)
-    assert isinstance(model, Sam)
-    return model
-
-
 def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two 128-px images (B x 3 x S x S) and three boxes (P x 4, model frame) on them."""
     g = torch.Generator().manual_seed(5)
@@ -55,8 +42,9 @@ def _inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return x, boxes, torch.tensor([0, 1, 1])
 
 
-def test_forward_on_cuda_matches_cpu() -> None:
-    model = _model()
+def test_forward_on_cuda_matches_cpu(make_responsive_sam: Any) -> None:
+    model = make_responsive_sam()
+    assert isinstance(model, Sam)
     x, boxes, index = _inputs()
     with torch.no_grad():
         want_logits, want_iou = model(x, boxes=boxes, multimask_output=True, image_index=index)
@@ -70,11 +58,12 @@ def test_forward_on_cuda_matches_cpu() -> None:
     torch.testing.assert_close(iou.cpu(), want_iou, rtol=1e-4, atol=2e-5)
 
 
-def test_predictor_under_bf16_autocast_on_cuda_is_close_to_fp32() -> None:
+def test_predictor_under_bf16_autocast_on_cuda_is_close_to_fp32(
+        make_responsive_sam: Any) -> None:
     image = np.random.default_rng(0).integers(0, 255, (90, 140, 3), dtype=np.uint8)
-    cpu = Predictor(_model())
+    cpu = Predictor(make_responsive_sam())
     cpu.set_image(image)
-    gpu = Predictor(_model().to(DEVICE))
+    gpu = Predictor(make_responsive_sam().to(DEVICE))
     gpu.set_image(image)
     box = np.array([20, 10, 100, 80])
     ref_logits, ref_iou, _ = cpu.predict(box=box, return_logits=True)
