@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,15 @@ class PartFiles:
     def path(self, ds: str, split: str, kind: str) -> Path:
         return self.root / f"{ds}.{split}.{kind}.jsonl"
 
+    def records(self, ds: str, split: str, kind: str) -> Iterator[dict[str, Any]]:
+        """The part's records in file order (none when the part was never written)."""
+        path = self.path(ds, split, kind)
+        if not path.is_file():
+            return
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                yield json.loads(line)
+
 
 def assemble(target: Path, parts: PartFiles, sources: list[tuple[str, str]],
              skip_clusters: set[int], info: dict[str, Any]) -> tuple[int, int, int]:
@@ -44,37 +54,27 @@ def assemble(target: Path, parts: PartFiles, sources: list[tuple[str, str]],
     with open(tmp_images, "w", encoding="utf-8") as out:
         for key in sources:
             id_maps[key] = {}
-            path = parts.path(*key, "images")
-            if not path.is_file():
-                continue
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    rec = json.loads(line)
-                    local = rec.pop("id")
-                    if rec.pop("_cluster") in skip_clusters:
-                        skipped += 1
-                        continue
-                    n_images += 1
-                    id_maps[key][local] = n_images
-                    out.write(("" if n_images == 1 else ",\n")
-                              + dumps_line({**rec, "id": n_images}))
+            for rec in parts.records(*key, "images"):
+                local = rec.pop("id")
+                if rec.pop("_cluster") in skip_clusters:
+                    skipped += 1
+                    continue
+                n_images += 1
+                id_maps[key][local] = n_images
+                out.write(("" if n_images == 1 else ",\n")
+                          + dumps_line({**rec, "id": n_images}))
     n_ann = 0
     tmp = target.with_name(target.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as out:
         out.write('{"annotations": [\n')
         for key in sources:
-            path = parts.path(*key, "annotations")
-            if not path.is_file():
-                continue
-            with open(path, encoding="utf-8") as f:
-                for line in f:
-                    rec = json.loads(line)
-                    image_id = id_maps[key].get(rec["image_id"])
-                    if image_id is None:
-                        continue
-                    n_ann += 1
-                    out.write(("" if n_ann == 1 else ",\n")
-                              + dumps_line({**rec, "id": n_ann, "image_id": image_id}))
+            for rec in parts.records(*key, "annotations"):
+                image_id = id_maps[key].get(rec["image_id"])
+                if image_id is None:
+                    continue
+                n_ann += 1
+                out.write(("" if n_ann == 1 else ",\n")
+                          + dumps_line({**rec, "id": n_ann, "image_id": image_id}))
         out.write("\n],\n\"categories\": " + dumps_line(AGNOSTIC_CATEGORIES) + ",\n\"images\": [\n")
         with open(tmp_images, encoding="utf-8") as f:
             shutil.copyfileobj(f, out)
