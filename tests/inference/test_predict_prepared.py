@@ -16,7 +16,7 @@ import torch
 
 from ultrasam.config import get_config
 from ultrasam.inference.predictor import Predictor, PreparedPrompt
-from ultrasam.inference.prompt_batch import PromptTensors, batch_key, stack_prompts
+from ultrasam.inference.prompt_batch import PromptTensors, batch_key, batch_sizes, stack_prompts
 from ultrasam.modeling import build_model
 
 SMALL_FUSION: dict[str, Any] = {"img_size": 64, "conv_dims": (8, 16, 16, 16),
@@ -144,8 +144,29 @@ def test_fusion_batches_across_images_and_layouts() -> None:
         calls.clear()
         predictor.predict_prepared(prepared, max_batch=3)
         assert sorted(calls) == [1, 2, 2, 3, 3] and sum(calls) == len(cases)
+        calls.clear()
+        # Power-of-two calls: the 8 single-mask prompts at max_batch 3 -> 3, 3, 2; at 5 -> 5,
+        # then the rest 3 as 2 + 1; answers as before.
+        out = predictor.predict_prepared(prepared, max_batch=5, pow2_batches=True)
+        assert sorted(calls) == [1, 1, 2, 2, 5]
+        for a, b in zip(out, predictor.predict_prepared(prepared)):
+            np.testing.assert_allclose(a[1], b[1], rtol=RTOL, atol=ATOL)
     finally:
         hook.remove()
+
+
+def test_batch_sizes() -> None:
+    assert batch_sizes(11, 16) == [11] and batch_sizes(11, 16, pow2=True) == [8, 2, 1]
+    assert batch_sizes(16, 16, pow2=True) == [16] and batch_sizes(0, 4, pow2=True) == []
+    assert batch_sizes(23, 8, pow2=True) == [8, 8, 4, 2, 1] and batch_sizes(23, 8) == [8, 8, 7]
+    for n in range(40):
+        for pow2 in (False, True):
+            sizes = batch_sizes(n, 6, pow2)
+            assert sum(sizes) == n and all(1 <= s <= 6 for s in sizes)
+            if pow2:
+                assert all(s == 6 or s & (s - 1) == 0 for s in sizes)
+    with pytest.raises(ValueError, match="max_batch"):
+        batch_sizes(3, 0)
 
 
 def test_sam_batches_only_identical_layouts_per_image() -> None:

@@ -90,7 +90,8 @@ def _block(worker: ModelWorker) -> tuple[threading.Event, Any]:
 def test_batched_answers_equal_one_by_one(model: Any, threads: int) -> None:
     frames = [_frame(s) for s in range(3)]
     jobs = [(frames[k % 3], _prompt(k)) for k in range(30)]
-    worker = ModelWorker(model, threads=threads, torch_threads=1, max_batch=8)
+    worker = ModelWorker(model, threads=threads, torch_threads=1, max_batch=8,
+                         precision="fp32")
     try:
         results = _run(_gather(worker, jobs))
     finally:

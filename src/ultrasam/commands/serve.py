@@ -15,7 +15,8 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host, port=args.port, token=args.token, max_upload_mb=args.max_upload_mb,
         max_frame_pixels=args.max_frame_pixels, max_decoded_mb=args.max_decoded_mb,
         cache_mb=args.cache_mb, max_images=args.max_images, model_threads=args.model_threads,
-        torch_threads=args.torch_threads, max_batch=args.max_batch)
+        torch_threads=args.torch_threads, max_batch=args.max_batch,
+        precision=args.precision)
     serve(args.checkpoint, settings, format=args.format, device=args.device)
     return 0
 
@@ -54,4 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "among the model threads)")
     p.add_argument("--max-batch", type=int, default=d.max_batch,
                    help=f"most prompts decoded in one model call (default {d.max_batch})")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=d.precision,
+                   help="model arithmetic (default auto: bf16 autocast on a CPU with native "
+                        "bf16, 1.5-1.9x faster per prompt; fp32 elsewhere)")
     p.set_defaults(func=_serve)

@@ -30,7 +30,7 @@ from ..errors import UserInputError
 from ..modeling.base import PromptableModel
 from ..modeling.fast_decoder import DecoderImageCache, fast_decode, prepare_image
 from ..modeling.sam import Sam
-from .prompt_batch import PromptTensors, batch_key, stack_prompts
+from .prompt_batch import PromptTensors, batch_key, batch_sizes, stack_prompts
 from .prompt_checks import PromptError, check_box, check_mask_input, check_points
 from .refine import refine_two_pass
 from .transforms import ResizeLongestSide
@@ -312,9 +312,14 @@ class Predictor:
                                                    bool(multimask_output), bool(refine)))
 
     def predict_prepared(self, prompts: Sequence[PreparedPrompt], return_logits: bool = False,
-                         max_batch: int = 32) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                         max_batch: int = 32, pow2_batches: bool = False
+                         ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         """Decode prepared prompts, of one image or several, in as few decoder calls as their
         layouts allow (at most ``max_batch`` prompts per call, bounding memory).
+
+        ``pow2_batches``: split each group into calls of power-of-two sizes (11 -> 8 + 2 + 1),
+        so a long-running server meets a handful of batch shapes instead of every size up to
+        ``max_batch``: the allocator's and oneDNN's per-shape buffers then stop accumulating.
 
         Returns, in order, what :meth:`predict` returns for each prompt alone (masks, iou,
         low-res logits), equal up to float rounding: prompts are grouped by
@@ -334,8 +339,10 @@ class Predictor:
             groups.setdefault((key, id(p.state)) if per_image else key, []).append(i)
         results: list[Any] = [None] * len(prompts)
         for rows in groups.values():
-            for start in range(0, len(rows), max_batch):
-                chunk = rows[start:start + max_batch]
+            start = 0
+            for size in batch_sizes(len(rows), max_batch, pow2_batches):
+                chunk = rows[start:start + size]
+                start += size
                 outs = self._predict_group([prompts[i] for i in chunk], return_logits)
                 for i, out in zip(chunk, outs):
                     results[i] = out

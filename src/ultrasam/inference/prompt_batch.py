@@ -112,3 +112,17 @@ def _device(p: PromptTensors) -> torch.device:
         if t is not None:
             return t.device
     return torch.device("cpu")
+
+
+def batch_sizes(n: int, max_batch: int, pow2: bool = False) -> list[int]:
+    """Sizes of the decoder calls for ``n`` stackable prompts: ``max_batch`` at a time, the
+    rest in one call, or with ``pow2`` the rest as its binary digits (11, 16 -> 8, 2, 1)."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    full, rest = divmod(n, max_batch)
+    sizes = [max_batch] * full
+    if rest and pow2:
+        sizes += [1 << k for k in range(rest.bit_length() - 1, -1, -1) if rest >> k & 1]
+    elif rest:
+        sizes.append(rest)
+    return sizes

@@ -47,7 +47,7 @@ def create_app(model: Any, settings: ServeSettings | None = None,
     root = Path(tempfile.mkdtemp(prefix="ultrasam-serve-"))
     ctx = Context(settings=settings, store=ImageStore(root, settings),
                   worker=ModelWorker(model, settings.model_threads, settings.torch_threads,
-                                     settings.max_batch),
+                                     settings.max_batch, settings.precision),
                   model=ModelInfo(**model_info(model, checkpoint)))
 
     @contextlib.asynccontextmanager

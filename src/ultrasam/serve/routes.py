@@ -118,7 +118,7 @@ async def health(request: Request) -> Health:
     return Health(status="ok", model=c.model, images=len(c.store), cache=stats.__dict__,
                   tracking=c.tracking,
                   worker=WorkerInfo(model_threads=w.threads, torch_threads=w.torch_threads,
-                                    max_batch=w.max_batch),
+                                    max_batch=w.max_batch, precision=w.precision),
                   limits={"max_upload_mb": s.max_upload_mb,
                           "max_frame_pixels": s.max_frame_pixels,
                           "max_decoded_mb": s.max_decoded_mb, "max_frames": s.max_frames,

@@ -112,6 +112,8 @@ class WorkerInfo(BaseModel):
     model_threads: int
     torch_threads: int = Field(description="intra-op threads of each model thread")
     max_batch: int
+    precision: Literal["fp32", "bf16"] = Field(
+        description="the model's arithmetic (bf16: CPU autocast, see ultrasam serve --help)")
 
 
 class Health(BaseModel):

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 MIB = 1 << 20
+PRECISIONS = ("auto", "fp32", "bf16")  # as ultrasam.inference.precision (torch-free here)
 # URL- and cookie-safe, so it can travel in ?token= and the session cookie unescaped.
 _TOKEN = re.compile(r"^[A-Za-z0-9._~-]{8,256}$")
 
@@ -42,6 +43,8 @@ class ServeSettings:
         torch_threads: intra-op threads of each model thread; None divides torch's default
             (the cores, or ``OMP_NUM_THREADS``) among the model threads.
         max_batch: most prompts decoded in one model call (several users' requests batched).
+        precision: ``auto`` (bf16 autocast on a CPU with native bf16, else fp32), ``fp32`` or
+            ``bf16`` (:mod:`ultrasam.inference.precision`).
     """
 
     host: str = "127.0.0.1"
@@ -57,6 +60,7 @@ class ServeSettings:
     model_threads: int = 2
     torch_threads: int | None = None
     max_batch: int = 16
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.host:
@@ -80,6 +84,10 @@ class ServeSettings:
                      "model_threads", "max_batch"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
+                             f"{self.precision!r}")
 
     @property
     def max_upload_bytes(self) -> int:

@@ -17,6 +17,10 @@ one embedding or run. With several model threads, embeddings and runs may occupy
 which stays free for prompts. A frame is embedded once: a frame being embedded is marked under
 the lock, and its prompts wait for it.
 
+Precision: ``auto`` (the default) runs the model threads under bf16 autocast on a CPU with
+native bf16 (:mod:`ultrasam.inference.precision`: 1.5-1.9x faster per prompt, masks agreeing
+with fp32 to a mean Dice of 0.999), fp32 elsewhere; ``fp32`` / ``bf16`` force it.
+
 Threads: ``threads`` model threads, each using ``torch_threads`` intra-op threads (default: the
 process's torch threads divided among them). On a 2-core machine, 2 x 1 keeps both cores on
 independent work with no intra-op synchronisation and keeps a thread free for prompts while the
@@ -37,6 +41,9 @@ from typing import Any
 
 import numpy as np
 
+from ultrasam.inference.precision import precision_context, prepare_model, resolve_precision
+
+from .heap import Trimmer
 from .store import Frame
 
 DEFAULT_MAX_BATCH = 16  # prompts per decoder call: bounds the activations' memory
@@ -103,7 +110,7 @@ class ModelWorker:
     from the event loop."""
 
     def __init__(self, model: Any, threads: int = 1, torch_threads: int | None = None,
-                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
+                 max_batch: int = DEFAULT_MAX_BATCH, precision: str = "auto") -> None:
         import torch
 
         from ultrasam.inference.predictor import Predictor
@@ -111,7 +118,9 @@ class ModelWorker:
         if threads < 1 or max_batch < 1 or (torch_threads is not None and torch_threads < 1):
             raise ValueError(f"threads, torch_threads and max_batch must be >= 1, got "
                              f"{threads}, {torch_threads}, {max_batch}")
-        self.model = model
+        device = next(iter(model.parameters()), torch.empty(0)).device
+        self.precision = resolve_precision(precision, device)
+        self.model = prepare_model(model, self.precision)
         self.threads = threads
         self.torch_threads = torch_threads or max(1, torch.get_num_threads() // threads)
         self.max_batch = max_batch
@@ -126,6 +135,7 @@ class ModelWorker:
         self._busy = 0  # threads executing a task
         self._slow_busy = 0  # threads embedding or running
         self._schedule = _Schedule()
+        self._trimmer = Trimmer()
         self._closed = False
         self._workers = [threading.Thread(target=self._loop, name=f"ultrasam-model-{i}",
                                           daemon=True) for i in range(threads)]
@@ -196,6 +206,7 @@ class ModelWorker:
                     if kind != "decode":
                         self._slow_busy -= 1
                     self._cond.notify_all()
+            self._trimmer.maybe()  # freed activations back to the OS: memory stays flat
 
     def _next_task(self) -> tuple[str, Any] | None:
         """Under the lock: the next task this thread takes, or None when nothing can run."""
@@ -251,7 +262,8 @@ class ModelWorker:
             # A predictor of its own: set_image swaps the predictor's current image, which
             # another model thread must not see change under it.
             predictor = self._new_predictor(self.model)
-            predictor.set_image(frame.rgb)
+            with precision_context(self.precision):
+                predictor.set_image(frame.rgb)
             state = predictor.image_state
         except Exception as exc:  # noqa: BLE001 - answered to the requests of that frame
             error = exc
@@ -287,7 +299,10 @@ class ModelWorker:
             except Exception as exc:  # noqa: BLE001 - a bad prompt fails its request only
                 _settle(job.future, error=exc)
         try:
-            results = self._predictor.predict_prepared(prepared, max_batch=self.max_batch)
+            with precision_context(self.precision):
+                # Power-of-two calls: a few batch shapes, so per-shape buffers stop piling up.
+                results = self._predictor.predict_prepared(prepared, max_batch=self.max_batch,
+                                                           pow2_batches=True)
         except Exception as exc:  # noqa: BLE001 - answered to every request of the batch
             for job in kept:
                 _settle(job.future, error=exc)
