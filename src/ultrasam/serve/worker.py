@@ -316,7 +316,9 @@ class ModelWorker:
 
     def _run(self, job: _RunJob) -> None:
         try:
-            _settle(job.future, job.fn(self.model, *job.args))
+            with precision_context(self.precision):
+                result = job.fn(self.model, *job.args)
+            _settle(job.future, result)
         except Exception as exc:  # noqa: BLE001 - answered to the caller
             _settle(job.future, error=exc)
 
