@@ -28,7 +28,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _reference import cpu_name, times_ms  # noqa: E402
+from _reference import cpu_name, times_ms
 
 
 def _dice(a, b) -> float:  # type: ignore[no-untyped-def]
@@ -84,9 +84,9 @@ def main() -> int:
                 with precision_context(name):
                     runs[name] += times_ms(
                         lambda p=pred, q=prompts[name]: p.predict_prepared(q), 1, warmup=1)
-        for name in runs:
+        for name, ms in runs.items():
             speed[name][f"decode_ms_per_prompt_batch{batch}"] = round(
-                statistics.median(runs[name]) / batch, 2)
+                statistics.median(ms) / batch, 2)
     speedup = {k: round(speed["fp32"][k] / speed["bf16"][k], 2) for k in speed["fp32"]}
 
     masks: dict[str, object] = {"skipped": f"{args.data} is absent"}

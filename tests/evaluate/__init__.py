@@ -1,4 +1,5 @@
-"""Tests of ultrasam.evaluate; ``write_synthetic_coco`` builds small COCO datasets on disk."""
+"""Tests of ultrasam.evaluate; ``write_synthetic_coco`` builds small COCO datasets on disk,
+``write_tiny_corpus`` a one-dataset corpus folder of 12 single-lesion images to split."""
 
 from __future__ import annotations
 
@@ -60,3 +61,19 @@ def write_synthetic_coco(folder: Path, dataset: str = "SYN", size: int = 64,
     path = folder / "annotations.coco.json"
     path.write_text(json.dumps(coco), encoding="utf-8")
     return path
+
+
+def write_tiny_corpus(corpus: Path) -> Path:
+    """A corpus folder with one dataset ``DS``: 12 random 40 x 40 images, one lesion each, one
+    patient group each (so a split may put any image anywhere). Returns ``corpus``."""
+    from ultrasam.data.coco import CocoWriter, write_json
+
+    writer = CocoWriter("DS", ["lesion"], images_dir=corpus / "DS" / "images")
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        mask = np.zeros((40, 40), bool)
+        mask[5 + i:20 + i, 8:30] = True
+        writer.add_image(rng.integers(0, 255, (40, 40), dtype=np.uint8), {"lesion": mask},
+                         source=f"img{i}.png", group=f"p{i}")
+    write_json(corpus / "DS" / "annotations.coco.json", writer.to_coco())
+    return corpus

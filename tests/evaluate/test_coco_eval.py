@@ -16,7 +16,7 @@ from pycocotools.cocoeval import COCOeval
 from ultrasam.evaluate.coco_eval import class_agnostic, coco_map, encode_result, \
     load_ground_truth
 
-from . import write_synthetic_coco
+from . import write_synthetic_coco, write_tiny_corpus
 
 
 def test_single_file_keeps_ids_filters_split_and_merges_categories(tmp_path: Path) -> None:
@@ -126,24 +126,12 @@ def test_class_agnostic_copies(tmp_path: Path) -> None:
     assert {a["category_id"] for a in data["annotations"]} == {1, 2}   # input untouched
 
 
-def test_merged_split_written_elsewhere_finds_its_images(tmp_path) -> None:
+def test_merged_split_written_elsewhere_finds_its_images(tmp_path: Path) -> None:
     """`data split CORPUS --out OTHER` writes merges whose images live in CORPUS
     (info.image_root); evaluation must read them from there."""
-    import numpy as np
-
-    from ultrasam.data.coco import CocoWriter, write_json
     from ultrasam.data.corpus import split_corpus
-    from ultrasam.evaluate.coco_eval import load_ground_truth
 
-    corpus = tmp_path / "corpus"
-    writer = CocoWriter("DS", ["lesion"], images_dir=corpus / "DS" / "images")
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        mask = np.zeros((40, 40), bool)
-        mask[5 + i:20 + i, 8:30] = True
-        writer.add_image(rng.integers(0, 255, (40, 40), dtype=np.uint8), {"lesion": mask},
-                         source=f"img{i}.png", group=f"p{i}")
-    write_json(corpus / "DS" / "annotations.coco.json", writer.to_coco())
+    corpus = write_tiny_corpus(tmp_path / "corpus")
     out = tmp_path / "elsewhere"
     split_corpus(corpus, out_dir=out, seed=0, progress=False)
     total = 0

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
-from ultrasam.data.coco import CocoWriter, write_json
 from ultrasam.data.corpus import split_corpus
 from ultrasam.data.factory import open_dataset
 from ultrasam.evaluate.coco_eval import load_ground_truth
 
+from . import write_tiny_corpus
+
 
 def test_corpus_split_uses_the_split_merge(tmp_path: Path) -> None:
-    corpus = tmp_path / "corpus"
-    writer = CocoWriter("DS", ["lesion"], images_dir=corpus / "DS" / "images")
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        mask = np.zeros((40, 40), bool)
-        mask[5 + i:20 + i, 8:30] = True
-        writer.add_image(rng.integers(0, 255, (40, 40), dtype=np.uint8), {"lesion": mask},
-                         source=f"img{i}.png", group=f"p{i}")
-    write_json(corpus / "DS" / "annotations.coco.json", writer.to_coco())
+    corpus = write_tiny_corpus(tmp_path / "corpus")
     split_corpus(corpus, seed=0, progress=False)     # writes {train,val,test}.coco.json here
     seen: list[str] = []
     for split in ("train", "val", "test"):

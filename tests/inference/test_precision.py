@@ -32,7 +32,7 @@ def _lesion(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A phantom image and its largest cyst (one connected lesion)."""
     ph = make_phantom(seed=seed, size=256, kind="cyst")
     gt = ph.masks[ph.structures[0]].astype(np.uint8)
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(gt)
+    _, lab, stats, _ = cv2.connectedComponentsWithStats(gt)
     return ph.image, lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
@@ -83,9 +83,9 @@ def test_bundled_model_bf16_agrees_with_fp32(default_model: torch.nn.Module, see
     with precision_context("bf16"):
         bf16.set_image(image)
         b_box, b_box_s, _ = bf16.predict(box=box, multimask_output=False)
-        b_pt, b_pt_s, _ = bf16.predict(click, np.array([1]), multimask_output=True)
+        b_pt, _, _ = bf16.predict(click, np.array([1]), multimask_output=True)
     f_box, f_box_s, _ = fp32.predict(box=box, multimask_output=False)
-    f_pt, f_pt_s, _ = fp32.predict(click, np.array([1]), multimask_output=True)
+    f_pt, _, _ = fp32.predict(click, np.array([1]), multimask_output=True)
     assert b_box.dtype == bool and b_box_s.dtype == np.float32  # numpy-friendly outputs
     assert _dice(b_box[0], f_box[0]) >= 0.98 and _dice(b_box[0], lesion) >= 0.8
     assert abs(float(b_box_s[0]) - float(f_box_s[0])) < 0.05
