@@ -2,13 +2,14 @@
 
     python scripts/default_model_record.py [--run runs/default_cpu] [--log runs/train_run1.log]
         [--previous benchmarks/results/default_cpu --out benchmarks/results/default_cpu/run2]
+        [--previous R1 --previous R2 ...]   # a chain of warm restarts, oldest first
 
 Copies the run's resolved config, its per-step metrics and its learning curve (Dice of the box
 and centroid-point prompts on the fixed MMOTU-2D val subset at the 256-px training frame,
 against images seen, with the inscribed ellipse of the same boxes), and draws the curve as a
 PNG (matplotlib, optional). The training log is copied too when given. A run that warm-starts
-from an earlier one (``--previous``: that run's record folder) is drawn after it, its samples
-counted on from the earlier run's last. Steps logged twice (a process stopped between two
+from earlier ones (``--previous``, repeatable, oldest first: their record folders) is drawn
+after them, each run's samples counted on from the previous run's last. Steps logged twice (a process stopped between two
 checkpoints, then resumed from the earlier one) keep their last row: the one the weights carry.
 """
 
@@ -28,8 +29,9 @@ def main() -> None:
     ap.add_argument("--run", default="runs/default_cpu")
     ap.add_argument("--log", default=None)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "default_cpu"))
-    ap.add_argument("--previous", default=None,
-                    help="record folder of the run this one warm-started from")
+    ap.add_argument("--previous", action="append", default=[],
+                    help="record folder of a run this one warm-started from (repeatable, "
+                         "oldest first)")
     args = ap.parse_args()
     run, out = Path(args.run), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -48,12 +50,19 @@ def main() -> None:
     if args.log:
         shutil.copyfile(args.log, out / "train.log")
     rows = list(csv.DictReader((run / "curve.csv").open()))
-    if args.previous:
-        before = list(csv.DictReader((Path(args.previous) / "curve.csv").open()))
-        offset = int(before[-1]["images_seen"])
-        for r in rows:
+    # Chain the runs: each one's samples counted on from the previous run's last.
+    chained: list[dict] = []
+    restarts: list[int] = []
+    for folder in [*args.previous, None]:
+        part = rows if folder is None else list(
+            csv.DictReader((Path(folder) / "curve.csv").open()))
+        offset = int(chained[-1]["images_seen"]) if chained else 0
+        if chained:
+            restarts.append(offset)
+        for r in part:
             r["images_seen"] = str(int(r["images_seen"]) + offset)
-        rows = before + rows
+        chained += part
+    rows = chained
     try:
         import matplotlib
 
@@ -73,9 +82,9 @@ def main() -> None:
     ax.set_ylim(0.5, 1.0)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
-    if args.previous:
-        ax.axvline(offset / 1000, color="grey", lw=0.8, ls=":")
-        ax.text(offset / 1000, 0.52, " warm restart", color="grey", fontsize=8)
+    for at in restarts:
+        ax.axvline(at / 1000, color="grey", lw=0.8, ls=":")
+        ax.text(at / 1000, 0.52, " warm restart", color="grey", fontsize=8)
     ax.set_title("Default model (FusionNet) trained on a 2-core CPU")
     fig.tight_layout()
     fig.savefig(out / "curve.png")
