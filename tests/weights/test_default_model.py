@@ -104,10 +104,9 @@ def test_beats_the_ellipse_on_mmotu_val_subset(model: FusionNet) -> None:
                                    multimask_output=True)
             pt_d.append(dice(m[int(np.argmax(s))], gt))
     assert np.mean(box_d) > np.mean(ell_d)
-    # The issue asked for point Dice >= 0.80 here; the bundled model measures 0.788 on this
-    # subset (box 0.928 vs the ellipse's 0.917; model card, "Targets"): this guards
-    # the shipped level, not the target.
-    assert np.mean(pt_d) >= 0.76
+    # The issue's bar. The bundled model (run 3) measures point 0.810 on this subset, box
+    # 0.928 against the ellipse's 0.917 (model card, "Targets").
+    assert np.mean(pt_d) >= 0.80
 
 
 def test_demo_writes_mask_overlay_and_json(tmp_path: Path) -> None:
