@@ -21,7 +21,10 @@ met; memory counts as flat when it grew by at most 5 % (and 25 MB) after warm-up
 
     python benchmarks/bench_serve_load.py [--checkpoint CKPT | --tiny] [--users 16]
         [--requests 50] [--threads 2] [--model-threads K] [--max-batch B]
-        [--out benchmarks/results/serve_load.json]
+        [--precision auto|fp32|bf16] [--out benchmarks/results/serve_load.json]
+
+The baseline of the serving speed-ups is the same server in full precision:
+``--precision fp32 --out benchmarks/results/serve_load_fp32.json``.
 """
 
 from __future__ import annotations
@@ -235,6 +238,8 @@ def main() -> int:
                    help="server's model threads (default: ultrasam serve's default)")
     p.add_argument("--max-batch", type=int,
                    help="most prompts per model call (default: ultrasam serve's default)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                   help="server's model arithmetic (default: ultrasam serve's default)")
     p.add_argument("--cache-mb", type=float, default=512.0)
     p.add_argument("--max-seconds", type=float, default=900.0, help="hard end of the run")
     p.add_argument("--start-timeout", type=float, default=300.0,
@@ -258,6 +263,8 @@ def main() -> int:
         cmd += ["--model-threads", str(args.model_threads)]
     if args.max_batch is not None:
         cmd += ["--max-batch", str(args.max_batch)]
+    if args.precision is not None:
+        cmd += ["--precision", args.precision]
     tmp = tempfile.TemporaryDirectory(prefix="ultrasam-bench-")
     if args.tiny:
         import torch
