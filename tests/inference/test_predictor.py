@@ -175,8 +175,13 @@ def test_batched_refine_of_points_with_distinct_derived_boxes(image: np.ndarray)
     from ultrasam.weights.checkpoints import load_model
 
     predictor = Predictor(load_model())
-    predictor.set_image(make_phantom(seed=1, size=160, kind="cyst").image)
-    points = np.array([[[60.0, 60]], [[40, 120]]])
+    phantom = make_phantom(seed=1, size=160, kind="cyst")
+    predictor.set_image(phantom.image)
+    # One click at the centre of each of two separate cysts (checked against the phantom's
+    # mask), so a segmenting model's first masks, hence the derived boxes, differ.
+    points = np.array([[[73.0, 47]], [[64, 84]]])
+    cysts = phantom.masks["cyst"]
+    assert all(cysts[int(y), int(x)] for x, y in points[:, 0])
     coords = torch.as_tensor(predictor.transform.apply_coords(points, (160, 160))).float()
     batched = predictor.predict_torch(coords, torch.ones(2, 1, dtype=torch.int), refine=True,
                                       return_logits=True)
