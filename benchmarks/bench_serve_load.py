@@ -21,7 +21,11 @@ met; memory counts as flat when it grew by at most 5 % (and 25 MB) after warm-up
 
     python benchmarks/bench_serve_load.py [--checkpoint CKPT | --tiny] [--users 16]
         [--requests 50] [--threads 2] [--model-threads K] [--max-batch B]
-        [--precision auto|fp32|bf16] [--out benchmarks/results/serve_load.json]
+        [--precision auto|fp32|bf16] [--repeats N] [--out benchmarks/results/serve_load.json]
+
+Run-to-run spread on the shared 2-core machine is large (p95 +-70 ms), so the recorded runs use
+``--repeats 5`` (bf16) / ``--repeats 3`` (fp32): each repeat on a fresh server; the run with
+the median p95 is reported in full and every run is listed under ``repeats``.
 
 The baseline of the serving speed-ups is the same server in full precision:
 ``--precision fp32 --out benchmarks/results/serve_load_fp32.json``.
@@ -208,17 +212,55 @@ async def _run(args: argparse.Namespace, url: str, pid: int) -> dict[str, Any]:
 
 
 def _targets(record: dict[str, Any]) -> dict[str, Any]:
-    """Issue 12's targets and whether this run met them (None: not measurable here)."""
-    p95 = record["latency_ms_embedded"]["p95"]
-    warm, growth = record["rss_mb_after_warmup"], record["rss_mb_growth_after_warmup"]
-    flat = None if warm is None or growth is None else \
-        growth <= max(FLAT_MB, FLAT_FRACTION * warm)
-    met = {"users_at_least_16": record["users"] >= 16, "zero_errors": record["errors"] == 0,
+    """Issue 12's targets and whether they were met (None: not measurable here): p95 of the
+    median run; zero errors and flat memory in every run."""
+    p95 = record["latency_ms_embedded"]["p95"]  # the median run's (one run: that run's)
+    flats = [None if r["rss_mb_after_warmup"] is None or r["rss_mb_growth_after_warmup"] is None
+             else r["rss_mb_growth_after_warmup"] <= max(FLAT_MB, FLAT_FRACTION
+                                                         * r["rss_mb_after_warmup"])
+             for r in record["repeats"]]
+    flat = None if None in flats else all(flats)
+    met = {"users_at_least_16": record["users"] >= 16,
+           "zero_errors": all(r["errors"] == 0 for r in record["repeats"]),
            f"p95_embedded_at_most_{P95_TARGET_MS:g}_ms": None if p95 is None
            else p95 <= P95_TARGET_MS,
            "memory_flat_after_warmup": flat}
     met["all"] = all(v is True for v in met.values())
     return met
+
+
+def _serve_and_load(args: argparse.Namespace, cmd: list[str], env: dict[str, str]
+                    ) -> tuple[dict[str, Any], tuple[float, ...], tuple[float, ...]] | None:
+    """Start a fresh server, run the users against it, stop it. None: it did not start."""
+    import httpx
+
+    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}"
+    try:
+        deadline = time.monotonic() + args.start_timeout
+        while True:
+            if server.poll() is not None:
+                err = server.stderr.read().decode() if server.stderr else ""
+                print(f"server exited: {err.strip().splitlines()[-1:]}", file=sys.stderr)
+                return None
+            try:
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                print(f"server did not start within {args.start_timeout:g} s", file=sys.stderr)
+                return None
+            time.sleep(0.3)
+        load_before = os.getloadavg()
+        result = asyncio.run(_run(args, url, server.pid))
+        return result, load_before, os.getloadavg()
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 def main() -> int:
@@ -240,14 +282,17 @@ def main() -> int:
                    help="most prompts per model call (default: ultrasam serve's default)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                    help="server's model arithmetic (default: ultrasam serve's default)")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="independent runs, each on a fresh server: the run with the median p95 "
+                        "is reported, every run listed; errors and memory must hold in all")
     p.add_argument("--cache-mb", type=float, default=512.0)
     p.add_argument("--max-seconds", type=float, default=900.0, help="hard end of the run")
     p.add_argument("--start-timeout", type=float, default=300.0,
                    help="seconds to wait for the server to answer /health")
     p.add_argument("--out", type=Path, default=RESULTS / "serve_load.json")
     args = p.parse_args()
-    if args.users < 1 or args.requests < 1:
-        p.error("--users and --requests must be >= 1")
+    if args.users < 1 or args.requests < 1 or args.repeats < 1:
+        p.error("--users, --requests and --repeats must be >= 1")
 
     if args.tiny and args.checkpoint:
         p.error("--tiny and --checkpoint exclude each other")
@@ -278,36 +323,28 @@ def main() -> int:
     elif args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        import httpx
-
-        deadline = time.monotonic() + args.start_timeout
-        while True:
-            if server.poll() is not None:
-                err = server.stderr.read().decode() if server.stderr else ""
-                print(f"server exited: {err.strip().splitlines()[-1:]}", file=sys.stderr)
-                return 1
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                print(f"server did not start within {args.start_timeout:g} s", file=sys.stderr)
-                return 1
-            time.sleep(0.3)
-        load_before = os.getloadavg()
-        result = asyncio.run(_run(args, url, server.pid))
-        load_after = os.getloadavg()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        tmp.cleanup()
+    runs = []
+    for k in range(args.repeats):
+        out = _serve_and_load(args, cmd, env)
+        if out is None:
+            tmp.cleanup()
+            return 1
+        runs.append(out)
+        if args.repeats > 1:
+            print(f"run {k + 1}/{args.repeats}: {out[0]['throughput_rps']} req/s, p95 "
+                  f"{out[0]['latency_ms_embedded']['p95']:.0f} ms", file=sys.stderr)
+    tmp.cleanup()
+    # The run with the median p95 (on embedded images) stands for all; every run is listed.
+    order = sorted(range(len(runs)), key=lambda i: runs[i][0]["latency_ms_embedded"]["p95"]
+                   or 0.0)
+    result, load_before, load_after = runs[order[len(order) // 2]]
+    repeats = [{"throughput_rps": r["throughput_rps"], "errors": r["errors"],
+                "p50_embedded_ms": round(r["latency_ms_embedded"]["p50"] or 0, 1),
+                "p95_embedded_ms": round(r["latency_ms_embedded"]["p95"] or 0, 1),
+                "rss_mb_after_warmup": r["rss_mb_after_warmup"],
+                "rss_mb_growth_after_warmup": r["rss_mb_growth_after_warmup"],
+                "rss_mb_peak": r["rss_mb_peak"], "load_avg_before": [round(v, 2) for v in lb]}
+               for r, lb, _ in runs]
     record = {
         "command": "python benchmarks/bench_serve_load.py " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
@@ -319,6 +356,7 @@ def main() -> int:
         "machine_busy_at_start": load_at_start[0] >= 0.5,
         "load_avg_1_5_15_before": [round(v, 2) for v in load_before],
         "load_avg_1_5_15_after": [round(v, 2) for v in load_after],
+        "repeats": repeats,
         **result,
     }
     record["targets"] = _targets(record)
