@@ -31,10 +31,6 @@ sys.path.insert(0, str(HERE))
 from _reference import cpu_name, times_ms
 
 
-def _dice(a, b) -> float:  # type: ignore[no-untyped-def]
-    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default=None)
@@ -52,6 +48,7 @@ def main() -> int:
     import torch
 
     from ultrasam.data.synthetic import make_phantom
+    from ultrasam.evaluate.metrics import dice
     from ultrasam.inference.precision import (
         cpu_has_native_bf16,
         precision_context,
@@ -114,10 +111,10 @@ def main() -> int:
                         mp, ip, _ = pred.predict(P.centroid_point(g)[None], np.array([1]),
                                                  multimask_output=True)
                     out[name] = (mb[0], mp[int(np.argmax(ip))])
-                rows.append([_dice(out["fp32"][0], g), _dice(out["bf16"][0], g),
-                             _dice(out["fp32"][1], g), _dice(out["bf16"][1], g),
-                             _dice(out["fp32"][0], out["bf16"][0]),
-                             _dice(out["fp32"][1], out["bf16"][1])])
+                rows.append([dice(out["fp32"][0], g), dice(out["bf16"][0], g),
+                             dice(out["fp32"][1], g), dice(out["bf16"][1], g),
+                             dice(out["fp32"][0], out["bf16"][0]),
+                             dice(out["fp32"][1], out["bf16"][1])])
         r = np.array(rows)
         masks = {"data": f"{args.data.name} {args.split}, {len(gt.images)} images (seeded)",
                  "instances": len(rows),

@@ -50,6 +50,8 @@ import cv2
 import numpy as np
 from _reference import cpu_name
 
+from ultrasam.inference.precision import PRECISIONS
+
 RESULTS = Path(__file__).resolve().parent / "results"
 WARMUP_PROMPTS = 5
 P95_TARGET_MS = 500.0  # issue 12: prompts on an embedded image, 16 users, 2 cores
@@ -229,13 +231,13 @@ def _targets(record: dict[str, Any]) -> dict[str, Any]:
     return met
 
 
-def _serve_and_load(args: argparse.Namespace, cmd: list[str], env: dict[str, str]
+def _serve_and_load(args: argparse.Namespace, cmd: list[str], env: dict[str, str], url: str
                     ) -> tuple[dict[str, Any], tuple[float, ...], tuple[float, ...]] | None:
-    """Start a fresh server, run the users against it, stop it. None: it did not start."""
+    """Start a fresh server (``cmd``, answering at ``url``), run the users against it, stop
+    it. Returns (result, load average before, after); None when it did not start."""
     import httpx
 
     server = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{cmd[cmd.index('--port') + 1]}"
     try:
         deadline = time.monotonic() + args.start_timeout
         while True:
@@ -280,7 +282,7 @@ def main() -> int:
                    help="server's model threads (default: ultrasam serve's default)")
     p.add_argument("--max-batch", type=int,
                    help="most prompts per model call (default: ultrasam serve's default)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+    p.add_argument("--precision", choices=PRECISIONS,
                    help="server's model arithmetic (default: ultrasam serve's default)")
     p.add_argument("--repeats", type=int, default=1,
                    help="independent runs, each on a fresh server: the run with the median p95 "
@@ -324,16 +326,15 @@ def main() -> int:
         cmd += ["--checkpoint", args.checkpoint]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     runs = []
-    for k in range(args.repeats):
-        out = _serve_and_load(args, cmd, env)
-        if out is None:
-            tmp.cleanup()
-            return 1
-        runs.append(out)
-        if args.repeats > 1:
-            print(f"run {k + 1}/{args.repeats}: {out[0]['throughput_rps']} req/s, p95 "
-                  f"{out[0]['latency_ms_embedded']['p95']:.0f} ms", file=sys.stderr)
-    tmp.cleanup()
+    with tmp:  # the tiny checkpoint, if any, lives there until the last run ends
+        for k in range(args.repeats):
+            out = _serve_and_load(args, cmd, env, f"http://127.0.0.1:{port}")
+            if out is None:
+                return 1
+            runs.append(out)
+            if args.repeats > 1:
+                print(f"run {k + 1}/{args.repeats}: {out[0]['throughput_rps']} req/s, p95 "
+                      f"{out[0]['latency_ms_embedded']['p95']:.0f} ms", file=sys.stderr)
     # The run with the median p95 (on embedded images) stands for all; every run is listed.
     order = sorted(range(len(runs)), key=lambda i: runs[i][0]["latency_ms_embedded"]["p95"]
                    or 0.0)

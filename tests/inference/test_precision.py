@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from ultrasam.data.synthetic import make_phantom
+from ultrasam.evaluate.metrics import dice
 from ultrasam.inference.precision import (
     cpu_has_native_bf16,
     precision_context,
@@ -22,10 +23,6 @@ from ultrasam.inference.precision import (
 )
 from ultrasam.inference.predictor import Predictor
 from ultrasam.weights.checkpoints import load_model
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(int(a.sum() + b.sum()), 1))
 
 
 def _lesion(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,10 +84,10 @@ def test_bundled_model_bf16_agrees_with_fp32(default_model: torch.nn.Module, see
     f_box, f_box_s, _ = fp32.predict(box=box, multimask_output=False)
     f_pt, _, _ = fp32.predict(click, np.array([1]), multimask_output=True)
     assert b_box.dtype == bool and b_box_s.dtype == np.float32  # numpy-friendly outputs
-    assert _dice(b_box[0], f_box[0]) >= 0.98 and _dice(b_box[0], lesion) >= 0.8
+    assert dice(b_box[0], f_box[0]) >= 0.98 and dice(b_box[0], lesion) >= 0.8
     assert abs(float(b_box_s[0]) - float(f_box_s[0])) < 0.05
     for k in range(3):
-        assert _dice(b_pt[k], f_pt[k]) >= 0.95
+        assert dice(b_pt[k], f_pt[k]) >= 0.95
 
 
 def test_worker_in_bf16_answers_like_fp32(default_model: torch.nn.Module) -> None:
@@ -120,5 +117,5 @@ def test_worker_in_bf16_answers_like_fp32(default_model: torch.nn.Module) -> Non
         if precision == "bf16":  # the cached embedding is bf16: half the memory of fp32
             assert frame.state.features.dtype == torch.bfloat16  # type: ignore[union-attr]
     for a, b in zip(answers["fp32"], answers["bf16"]):
-        assert _dice(a.mask, b.mask) >= 0.97  # type: ignore[attr-defined]
-    assert _dice(answers["bf16"][0].mask, lesion) >= 0.8  # type: ignore[attr-defined]
+        assert dice(a.mask, b.mask) >= 0.97  # type: ignore[attr-defined]
+    assert dice(answers["bf16"][0].mask, lesion) >= 0.8  # type: ignore[attr-defined]

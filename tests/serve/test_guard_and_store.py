@@ -25,6 +25,12 @@ def test_settings_refuse_a_public_bind_without_token() -> None:
     assert ServeSettings(host="::1").host == "::1"  # loopback needs no token
 
 
+def test_settings_check_precision_without_torch() -> None:
+    with pytest.raises(ValueError, match="precision must be one of auto, fp32, bf16"):
+        ServeSettings(precision="fp16")
+    assert ServeSettings(precision="bf16").precision == "bf16"
+
+
 def test_cli_refuses_public_bind_in_one_line() -> None:
     r = subprocess.run([sys.executable, "-m", "ultrasam.cli", "serve", "--host", "0.0.0.0"],
                        capture_output=True, text=True, timeout=120, check=False)

@@ -22,7 +22,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from ..serve.settings import ServeSettings  # stdlib only: cheap to import here
+    from ..inference.precision import PRECISIONS  # torch-free at import, like the settings
+    from ..serve.settings import ServeSettings  # no torch: cheap to import here
 
     d = ServeSettings()  # the library's defaults are the only defaults
     p = sub.add_parser("serve", help="annotate ultrasound in the browser (local web app)",
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "among the model threads)")
     p.add_argument("--max-batch", type=int, default=d.max_batch,
                    help=f"most prompts decoded in one model call (default {d.max_batch})")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=d.precision,
+    p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="model arithmetic (default auto: bf16 autocast on a CPU with native "
                         "bf16, 1.5-2.0x faster per prompt; fp32 elsewhere)")
     p.set_defaults(func=_serve)

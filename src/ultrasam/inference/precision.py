@@ -9,23 +9,35 @@ emulated and *slower*, hence ``auto``: bf16 only where the hardware has it.
 
 Autocast state is thread-local: :func:`precision_context` must be entered on the thread that
 runs the model (the server's model threads each enter it around their calls).
+
+torch is imported inside the functions, so the names and :func:`check_precision` cost nothing
+to import (the server's settings and the CLI validate ``--precision`` with them).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Literal
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
-Precision = Literal["auto", "fp32", "bf16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if it is one of :data:`PRECISIONS`, else ValueError."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bf16 natively on this CPU (False when the check is unavailable)."""
+    import torch
+
     try:
         return bool(torch.backends.mkldnn.is_available()
                     and torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -38,8 +50,9 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
 
     bf16 is only offered on the CPU here: on a GPU the caller's own autocast is the place.
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    import torch
+
+    check_precision(precision)
     on_cpu = torch.device(device).type == "cpu"
     if precision == "auto":
         return "bf16" if on_cpu and cpu_has_native_bf16() else "fp32"
@@ -51,6 +64,8 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
 def prepare_model(model: nn.Module, precision: str) -> nn.Module:
     """In place: channels_last weights for bf16 (oneDNN's fast layout for bf16 convolutions;
     a no-op for models without 4-D weights). The weights stay fp32: autocast casts per op."""
+    import torch
+
     if precision == "bf16":
         model.to(memory_format=torch.channels_last)
     return model
@@ -60,6 +75,8 @@ def prepare_model(model: nn.Module, precision: str) -> nn.Module:
 def precision_context(precision: str) -> Iterator[None]:
     """Run the model calls inside under ``precision`` (``fp32`` or ``bf16``, resolved)."""
     if precision == "bf16":
+        import torch
+
         with torch.autocast("cpu", dtype=torch.bfloat16):
             yield
     else:

@@ -10,27 +10,21 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import threading
 import time
 from typing import Any
 
-_lock = threading.Lock()
-_libc: Any = None
-_loaded = False
 
-
+@functools.cache
 def _glibc() -> Any:
-    global _libc, _loaded
-    with _lock:
-        if not _loaded:
-            _loaded = True
-            name = ctypes.util.find_library("c")
-            try:
-                lib = ctypes.CDLL(name) if name else None
-                _libc = lib if lib is not None and hasattr(lib, "malloc_trim") else None
-            except OSError:
-                _libc = None
-    return _libc
+    """The C library if it has ``malloc_trim`` (glibc), else None; looked up once."""
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return lib if lib is not None and hasattr(lib, "malloc_trim") else None
 
 
 def release_free_heap() -> bool:

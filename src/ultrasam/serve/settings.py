@@ -6,8 +6,9 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
+from ultrasam.inference.precision import check_precision  # torch-free at import
+
 MIB = 1 << 20
-PRECISIONS = ("auto", "fp32", "bf16")  # as ultrasam.inference.precision (torch-free here)
 # URL- and cookie-safe, so it can travel in ?token= and the session cookie unescaped.
 _TOKEN = re.compile(r"^[A-Za-z0-9._~-]{8,256}$")
 
@@ -85,9 +86,7 @@ class ServeSettings:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got "
-                             f"{self.precision!r}")
+        check_precision(self.precision)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -118,15 +118,14 @@ class ModelWorker:
         if threads < 1 or max_batch < 1 or (torch_threads is not None and torch_threads < 1):
             raise ValueError(f"threads, torch_threads and max_batch must be >= 1, got "
                              f"{threads}, {torch_threads}, {max_batch}")
-        device = next(iter(model.parameters()), torch.empty(0)).device
-        self.precision = resolve_precision(precision, device)
-        self.model = prepare_model(model, self.precision)
-        self.threads = threads
-        self.torch_threads = torch_threads or max(1, torch.get_num_threads() // threads)
-        self.max_batch = max_batch
         # Only prepare_prompt / predict_prepared are used on it: they read the state they are
         # given, never the predictor's current image, so the model threads may share it.
         self._predictor = Predictor(model)
+        self.precision = resolve_precision(precision, self._predictor.device)
+        self.model = prepare_model(model, self.precision)  # in place: the predictor's model
+        self.threads = threads
+        self.torch_threads = torch_threads or max(1, torch.get_num_threads() // threads)
+        self.max_batch = max_batch
         self._new_predictor = Predictor
         self._cond = threading.Condition()
         self._prompts: deque[_PromptJob] = deque()
