@@ -1,4 +1,4 @@
-"""Shared test fixtures: the location of ../shared/data and tiny model configs."""
+"""Shared test fixtures: the location of ../shared/data, tiny model configs, phantom lesions."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -54,5 +55,22 @@ def make_responsive_sam() -> Callable[[], torch.nn.Module]:
                 if "rel_pos" in name or "pos_embed" in name:
                     p.normal_(0, 0.3)
         return model
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def phantom_lesion() -> Callable[[int], tuple[np.ndarray, np.ndarray]]:
+    """``phantom_lesion(seed)`` -> (256-px cyst phantom image H x W x 3 uint8, its largest cyst
+    H x W bool): one connected lesion, which a user would box or click."""
+    import cv2
+
+    from ultrasam.data.synthetic import make_phantom
+
+    def make(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        ph = make_phantom(seed=seed, size=256, kind="cyst")
+        gt = ph.masks[ph.structures[0]].astype(np.uint8)
+        _, lab, stats, _ = cv2.connectedComponentsWithStats(gt)
+        return ph.image, lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
     return make

@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import copy
+from typing import Any
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
-from ultrasam.data.synthetic import make_phantom
 from ultrasam.evaluate.metrics import dice
 from ultrasam.inference.precision import (
     cpu_has_native_bf16,
@@ -23,14 +22,6 @@ from ultrasam.inference.precision import (
 )
 from ultrasam.inference.predictor import Predictor
 from ultrasam.weights.checkpoints import load_model
-
-
-def _lesion(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A phantom image and its largest cyst (one connected lesion)."""
-    ph = make_phantom(seed=seed, size=256, kind="cyst")
-    gt = ph.masks[ph.structures[0]].astype(np.uint8)
-    _, lab, stats, _ = cv2.connectedComponentsWithStats(gt)
-    return ph.image, lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
 
 
 def _prompts(lesion: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -71,8 +62,9 @@ def default_model() -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_bundled_model_bf16_agrees_with_fp32(default_model: torch.nn.Module, seed: int) -> None:
-    image, lesion = _lesion(seed)
+def test_bundled_model_bf16_agrees_with_fp32(default_model: torch.nn.Module, phantom_lesion: Any,
+                                             seed: int) -> None:
+    image, lesion = phantom_lesion(seed)
     box, click = _prompts(lesion)
     fp32 = Predictor(default_model)
     fp32.set_image(image)
@@ -90,12 +82,13 @@ def test_bundled_model_bf16_agrees_with_fp32(default_model: torch.nn.Module, see
         assert dice(b_pt[k], f_pt[k]) >= 0.95
 
 
-def test_worker_in_bf16_answers_like_fp32(default_model: torch.nn.Module) -> None:
+def test_worker_in_bf16_answers_like_fp32(default_model: torch.nn.Module,
+                                         phantom_lesion: Any) -> None:
     pytest.importorskip("fastapi", reason="ultrasam[serve] is not installed")
     from ultrasam.serve.store import Frame
     from ultrasam.serve.worker import ModelWorker, PromptSpec
 
-    image, lesion = _lesion(4)
+    image, lesion = phantom_lesion(4)
     box, click = _prompts(lesion)
     specs = [PromptSpec(None, None, box, False), PromptSpec(click, np.array([1]), None, False),
              PromptSpec(click, np.array([1]), box, False)]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
-from ultrasam.data.synthetic import make_phantom
 from ultrasam.inference.predictor import Predictor
 from ultrasam.modeling import FusionNet
 from ultrasam.weights.checkpoints import DEFAULT_MODEL_DIR, load_model
@@ -52,18 +52,11 @@ def test_loads_in_eval_mode_with_fp16_weights_as_float32(model: FusionNet) -> No
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_phantom_lesion_from_a_box(model: FusionNet, seed: int) -> None:
-    ph = make_phantom(seed=seed, size=256, kind="cyst")
-    gt = ph.masks[ph.structures[0]]
-    # The largest connected component: one lesion, boxed as a user would.
-    import cv2
-
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(gt.astype(np.uint8))
-    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-    lesion = lab == k
+def test_phantom_lesion_from_a_box(model: FusionNet, phantom_lesion: Any, seed: int) -> None:
+    image, lesion = phantom_lesion(seed)  # the largest cyst, boxed as a user would
     ys, xs = np.nonzero(lesion)
     pred = Predictor(model)
-    pred.set_image(ph.image)
+    pred.set_image(image)
     masks, _, _ = pred.predict(box=[xs.min(), ys.min(), xs.max() + 1, ys.max() + 1],
                                multimask_output=False)
     assert dice(masks[0], lesion) >= 0.8
