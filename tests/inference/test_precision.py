@@ -49,11 +49,14 @@ def test_context_autocasts_only_for_bf16() -> None:
     assert (a @ b).dtype == torch.float32  # left on exit
 
 
-def test_prepare_model_sets_channels_last_for_bf16_only() -> None:
-    conv = torch.nn.Conv2d(3, 4, 3)
-    assert not prepare_model(copy.deepcopy(conv), "fp32").weight.is_contiguous(
-        memory_format=torch.channels_last)
-    assert prepare_model(conv, "bf16").weight.is_contiguous(memory_format=torch.channels_last)
+def test_prepare_model_sets_channels_last_and_folds_for_bf16_only() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    fp32 = prepare_model(copy.deepcopy(model), "fp32")
+    assert not fp32[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert isinstance(fp32[1], torch.nn.BatchNorm2d)  # fp32 stays bit-exact: nothing folded
+    bf16 = prepare_model(model, "bf16")
+    assert bf16[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert isinstance(bf16[1], torch.nn.Identity) and not bf16.training
 
 
 @pytest.fixture(scope="module")

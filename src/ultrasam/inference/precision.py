@@ -62,11 +62,17 @@ def resolve_precision(precision: str, device: torch.device | str = "cpu") -> str
 
 
 def prepare_model(model: nn.Module, precision: str) -> nn.Module:
-    """In place: channels_last weights for bf16 (oneDNN's fast layout for bf16 convolutions;
-    a no-op for models without 4-D weights). The weights stay fp32: autocast casts per op."""
+    """In place, for an inference-only model: for bf16, BatchNorm folded into the convolutions
+    (``modeling.fold``; the model is put in eval mode) and channels_last weights (oneDNN's fast
+    layout for bf16 convolutions; a no-op for models without 4-D weights). The weights stay
+    fp32: autocast casts per op. fp32 models are left untouched, so they stay bit-exact with
+    the unprepared model."""
     import torch
 
+    from ..modeling.fold import fold_batchnorm
+
     if precision == "bf16":
+        fold_batchnorm(model.eval())
         model.to(memory_format=torch.channels_last)
     return model
 

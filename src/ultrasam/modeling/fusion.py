@@ -49,6 +49,9 @@ def conv_bn(cin: int, cout: int, stride: int = 1, kernel: int = 3) -> nn.Sequent
 class BasicBlock(nn.Module):
     """Two 3x3 convolutions with a residual (ResNet's basic block); ``stride`` 2 downsamples."""
 
+    # (convolution, BatchNorm) attribute pairs that ``modeling.fold.fold_batchnorm`` may merge.
+    FOLD_PAIRS = (("conv1", "bn1"), ("conv2", "bn2"))
+
     def __init__(self, cin: int, cout: int, stride: int = 1) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
@@ -236,15 +239,17 @@ class FusionNet(PromptableModel):
             raise ValueError("point_labels are required with point_coords")
         n = _count_prompts(point_coords, boxes, mask_inputs)
         emb = image_embeddings
+        c0 = self.config.conv_dims[0]
+        # Unfold the 1/2-resolution features once per image, before they are repeated per
+        # prompt (a server decodes many prompts of one image in a batch).
+        s4, s2 = emb[:, :c0], F.pixel_shuffle(emb[:, c0:], 2)
         if image_index is not None:
-            emb = emb[image_index]
+            s4, s2 = s4[image_index], s2[image_index]
         elif emb.shape[0] == 1 and n > 1:
-            emb = emb.expand(n, *emb.shape[1:])
+            s4, s2 = s4.expand(n, *s4.shape[1:]), s2.expand(n, *s2.shape[1:])
         elif emb.shape[0] != n:
             raise ValueError(f"{emb.shape[0]} image embeddings for {n} prompts: pass "
                              f"image_index")
-        c0 = self.config.conv_dims[0]
-        s4, s2 = emb[:, :c0], F.pixel_shuffle(emb[:, c0:], 2)
         size = self.img_size
         # 1-2. prompt maps at 1/2, fused into the stem features at 1/4.
         maps = rasterise_prompts(point_coords, point_labels, boxes, mask_inputs, n, size,
@@ -266,7 +271,10 @@ class FusionNet(PromptableModel):
         red = F.interpolate(self.reduce(fused), scale_factor=2, mode="bilinear",
                             align_corners=False)
         fine = up + self.boundary(torch.cat([red, s2, maps, up], dim=1))
-        logits = F.interpolate(fine, scale_factor=2, mode="bilinear", align_corners=False)
+        # The last upsampling in fp32 and plain layout: CPU bilinear upsampling of a few
+        # channels is 1.5-2x slower in bf16 / channels_last (a no-op cast under fp32).
+        logits = F.interpolate(fine.float().contiguous(), scale_factor=2, mode="bilinear",
+                               align_corners=False)
         # 5. IoU of each output from pooled deepest features.
         deep = feats[-1]
         pooled = torch.cat([deep.mean(dim=(2, 3)), deep.amax(dim=(2, 3))], dim=1)
