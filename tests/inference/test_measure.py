@@ -38,3 +38,34 @@ def test_series_summary_and_fractional_area_change() -> None:
     s = series_summary([100, None, 40, 70])
     assert s == {"min": 40.0, "max": 100.0, "mean": 70.0, "fractional_area_change": 0.6}
     assert series_summary([None])["fractional_area_change"] is None
+
+
+def _brute_force(mask: np.ndarray, spacing: tuple[float, float]) -> tuple[int, float, float,
+                                                                          float]:
+    """Area, centroid and the largest distance between any two pixel-square corners."""
+    rows, cols = np.nonzero(mask)
+    xs = np.concatenate([cols + dx for dx in (0, 1) for _ in (0, 1)]) * spacing[1]
+    ys = np.concatenate([rows + dy for _ in (0, 1) for dy in (0, 1)]) * spacing[0]
+    pts = np.stack([xs, ys], 1).astype(np.float64)
+    d = np.sqrt(((pts[:, None] - pts[None]) ** 2).sum(-1)).max()
+    return rows.size, cols.mean() + 0.5, rows.mean() + 0.5, float(d)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_blobs_match_brute_force(seed: int) -> None:
+    # Several blobs, some with holes and ragged edges, anisotropic pixels.
+    rng = np.random.default_rng(seed)
+    h, w = (int(v) for v in rng.integers(8, 40, 2))
+    yy, xx = np.ogrid[:h, :w]
+    m = np.zeros((h, w), bool)
+    for _ in range(int(rng.integers(1, 4))):
+        cy, cx, r = rng.integers(0, h), rng.integers(0, w), rng.integers(1, 10)
+        m |= (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+    m &= rng.random((h, w)) < 0.8
+    m[int(rng.integers(0, h)), int(rng.integers(0, w))] = True  # never empty
+    spacing = (0.3, 0.2)
+    area, cx, cy, diameter = _brute_force(m, spacing)
+    got = measure_mask(m, spacing_mm=spacing)
+    assert got.area_px == area
+    assert got.centroid_x_px == pytest.approx(cx) and got.centroid_y_px == pytest.approx(cy)
+    assert got.max_diameter_mm == pytest.approx(diameter, abs=1e-4)
