@@ -44,9 +44,9 @@ import numpy as np
 from ultrasam.inference.precision import precision_context, prepare_model, resolve_precision
 
 from .heap import Trimmer
+from .settings import DEFAULT_MAX_BATCH
 from .store import Frame
 
-DEFAULT_MAX_BATCH = 16  # prompts per decoder call: bounds the activations' memory
 
 
 @dataclass(frozen=True)
