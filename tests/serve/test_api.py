@@ -336,3 +336,26 @@ def test_propagate_through_a_cine(client: httpx.Client, files: Any) -> None:
                                   "range": [0, 2]}), 422, "outside the range")
     _error(client.post(url, json={"prompts": [{"frame": 0, "box": [1, 1, 500, 5]}]}), 422,
            "outside")
+
+
+def test_health_counts_the_parameters_before_bf16_folding() -> None:
+    # The bf16 worker folds BatchNorm into the convolutions (fewer parameters in memory); the
+    # page must still show the checkpoint's own count.
+    import torch
+
+    from ultrasam.config import get_config
+    from ultrasam.modeling import build_model
+    from ultrasam.serve.app import create_app
+    from ultrasam.serve.settings import ServeSettings
+
+    from .conftest import running
+
+    model = build_model(get_config("fusion", img_size=64, conv_dims=(8, 16, 16, 16),
+                                   conv_depths=(1, 1, 1, 1), prompt_embed_dim=16,
+                                   iou_head_hidden_dim=16)).eval()
+    n = sum(p.numel() for p in model.parameters())
+    app = create_app(model, ServeSettings(model_threads=1, precision="bf16"))
+    with running(app) as url:
+        h = httpx.get(f"{url}/health").json()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # folded
+    assert h["worker"]["precision"] == "bf16" and h["model"]["parameters"] == n

@@ -45,10 +45,13 @@ def create_app(model: Any, settings: ServeSettings | None = None,
 
     settings = settings or ServeSettings()
     root = Path(tempfile.mkdtemp(prefix="ultrasam-serve-"))
+    # Described before the worker prepares the model (bf16 folds its BatchNorm layers away,
+    # which would change the parameter count the page shows).
+    info = ModelInfo(**model_info(model, checkpoint))
     ctx = Context(settings=settings, store=ImageStore(root, settings),
                   worker=ModelWorker(model, settings.model_threads, settings.torch_threads,
                                      settings.max_batch, settings.precision),
-                  model=ModelInfo(**model_info(model, checkpoint)))
+                  model=info)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
