@@ -5,7 +5,6 @@ jobs, a bad prompt failing only its own request."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import threading
 from typing import Any
 
@@ -33,8 +32,24 @@ def model() -> Any:
 def _run(coro: Any) -> Any:
     """``asyncio.run`` on a fresh thread: a browser test earlier in the session (Playwright's
     sync API) leaves an event loop running on the main thread, where ``asyncio.run`` refuses."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["result"] = asyncio.run(coro)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            out["error"] = exc
+
+    # A daemon thread, joined with a bound: a lost request must fail the test, not hang the
+    # suite (an executor's thread would be joined at exit).
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout=120)
+    if thread.is_alive():
+        raise TimeoutError("the worker did not answer every request within 120 s")
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
 
 
 def _frame(seed: int, h: int = 80, w: int = 100) -> Frame:
@@ -92,10 +107,15 @@ def test_batched_answers_equal_one_by_one(model: Any, threads: int) -> None:
     jobs = [(frames[k % 3], _prompt(k)) for k in range(30)]
     worker = ModelWorker(model, threads=threads, torch_threads=1, max_batch=8,
                          precision="fp32")
+    queues = (worker._prompts, worker._runs)
     try:
         results = _run(_gather(worker, jobs))
     finally:
         worker.close()
+    # The queues are mutated in place, never replaced: a request thread that had looked one up
+    # before a model thread replaced it would append its job to a dead queue (a lost request,
+    # seen once as a hung test).
+    assert worker._prompts is queues[0] and worker._runs is queues[1]
     assert all(isinstance(r, Segmentation) for r in results), results
     assert max(r.batch for r in results) > 1 and max(r.batch for r in results) <= 8
     assert sum(r.embedded for r in results) == 3  # each frame embedded once

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,7 +46,6 @@ from ultrasam.inference.precision import precision_context, prepare_model, resol
 from .heap import Trimmer
 from .settings import DEFAULT_MAX_BATCH
 from .store import Frame
-
 
 
 @dataclass(frozen=True)
@@ -144,20 +143,22 @@ class ModelWorker:
     # ---------------------------------------------------------------- event-loop side
     async def segment(self, frame: Frame, prompt: PromptSpec) -> Segmentation:
         future: Future[Segmentation] = Future()
-        self._submit(self._prompts, _PromptJob(frame, prompt, future))
+        self._submit("prompt", _PromptJob(frame, prompt, future))
         return await asyncio.wrap_future(future)
 
     async def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(model, *args)`` on a model thread (long jobs such as tracking)."""
         future: Future[Any] = Future()
-        self._submit(self._runs, _RunJob(fn, args, future))
+        self._submit("run", _RunJob(fn, args, future))
         return await asyncio.wrap_future(future)
 
-    def _submit(self, queue: deque[Any], job: Any) -> None:
+    def _submit(self, kind: Literal["prompt", "run"], job: Any) -> None:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the model worker is shut down")
-            queue.append(job)
+            # The queue is looked up under the lock: a reference taken before it could be a
+            # deque the model threads have since replaced, and the job would be lost.
+            (self._prompts if kind == "prompt" else self._runs).append(job)
             self._cond.notify()
 
     def close(self) -> None:
@@ -240,7 +241,9 @@ class ModelWorker:
                 ready.append(job)
             else:
                 rest.append(job)
-        self._prompts = rest
+        # In place, never rebound (see ``_submit``).
+        self._prompts.clear()
+        self._prompts.extend(rest)
         return ready or None
 
     def _take_unembedded(self) -> _PromptJob | None:
@@ -277,7 +280,9 @@ class ModelWorker:
                 job.embed_seconds = time.perf_counter() - start
             else:
                 failed = [j for j in self._prompts if j.frame is frame]
-                self._prompts = deque(j for j in self._prompts if j.frame is not frame)
+                kept_jobs = [j for j in self._prompts if j.frame is not frame]
+                self._prompts.clear()
+                self._prompts.extend(kept_jobs)
         for j in failed:
             _settle(j.future, error=error)
 
