@@ -5,8 +5,9 @@
 
 Speed: the decoder (what each prompt of ``ultrasam serve`` costs) on a 384 x 384 phantom, one
 click + one negative click per prompt, batches of 1, 4 and 8 prompts, medians of ``--runs``
-calls; ``fp32`` (the model as loaded), ``bf16`` (autocast, BatchNorm folded into the convolutions,
-weights in channels_last: what ``ultrasam.inference.precision.prepare_model`` does) — interleaved per batch size. Also ``set_image``.
+calls; ``fp32`` (the model as loaded), ``bf16`` (autocast, BatchNorm folded into the
+convolutions, weights in channels_last: what ``ultrasam.inference.precision.prepare_model``
+does) — interleaved per batch size. Also ``set_image``.
 
 Masks: on ``--data`` (a corpus dataset; skipped when absent), each instance's exact GT box and
 GT centroid click (multimask, best predicted IoU kept, as ``ultrasam evaluate``), decoded in

@@ -31,6 +31,14 @@ def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
         conv.bias = nn.Parameter(bias * scale + shift, requires_grad=False)
 
 
+def _fold_if_pair(conv: nn.Module, bn: nn.Module) -> bool:
+    """Fold ``bn`` into ``conv`` when they are a Conv2d and a BatchNorm2d; whether it did."""
+    if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+        fold_conv_bn(conv, bn)
+        return True
+    return False
+
+
 def fold_batchnorm(model: nn.Module) -> int:
     """In place: fold every BatchNorm2d that directly follows a Conv2d, either inside an
     ``nn.Sequential`` or as a ``(conv, bn)`` attribute pair a module lists in its
@@ -40,19 +48,14 @@ def fold_batchnorm(model: nn.Module) -> int:
     if model.training:
         raise ValueError("fold_batchnorm needs a model in eval mode")
     folded = 0
-    for module in list(model.modules()):
+    for module in list(model.modules()):  # a list: folding replaces modules
         if isinstance(module, nn.Sequential):
-            children = list(module)
-            for i in range(len(children) - 1):
-                conv, bn = children[i], children[i + 1]
-                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                    fold_conv_bn(conv, bn)
+            for i in range(len(module) - 1):
+                if _fold_if_pair(module[i], module[i + 1]):
                     module[i + 1] = nn.Identity()
                     folded += 1
         for conv_name, bn_name in getattr(module, "FOLD_PAIRS", ()):
-            conv, bn = getattr(module, conv_name), getattr(module, bn_name)
-            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
-                fold_conv_bn(conv, bn)
+            if _fold_if_pair(getattr(module, conv_name), getattr(module, bn_name)):
                 setattr(module, bn_name, nn.Identity())
                 folded += 1
     return folded

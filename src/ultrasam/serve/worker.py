@@ -235,16 +235,20 @@ class ModelWorker:
         n_ready = sum(j.frame.state is not None for j in live)
         take = share(n_ready, self.threads - self._busy, self.max_batch)
         ready: list[_PromptJob] = []
-        rest: deque[_PromptJob] = deque()
+        rest: list[_PromptJob] = []
         for job in live:
             if job.frame.state is not None and len(ready) < take:
                 ready.append(job)
             else:
                 rest.append(job)
-        # In place, never rebound (see ``_submit``).
-        self._prompts.clear()
-        self._prompts.extend(rest)
+        self._keep_prompts(rest)
         return ready or None
+
+    def _keep_prompts(self, jobs: list[_PromptJob]) -> None:
+        """Under the lock: the prompt queue becomes ``jobs``, in place, never rebound (see
+        ``_submit``)."""
+        self._prompts.clear()
+        self._prompts.extend(jobs)
 
     def _take_unembedded(self) -> _PromptJob | None:
         for job in self._prompts:
@@ -280,9 +284,7 @@ class ModelWorker:
                 job.embed_seconds = time.perf_counter() - start
             else:
                 failed = [j for j in self._prompts if j.frame is frame]
-                kept_jobs = [j for j in self._prompts if j.frame is not frame]
-                self._prompts.clear()
-                self._prompts.extend(kept_jobs)
+                self._keep_prompts([j for j in self._prompts if j.frame is not frame])
         for j in failed:
             _settle(j.future, error=error)
 
