@@ -66,6 +66,8 @@ class ModelConfig:
     iou_head_hidden_dim: int = 256
     # UltraSam's decoder MLP adds its input twice (mmcv FFN residual + block residual).
     doubled_mlp_residual: bool = False
+    # FusionNet only: global self-attention blocks after its deepest stage (0 = none).
+    fusion_context_depth: int = 0
     # How images are turned into model input: SAM's (resize longest side, ImageNet
     # normalisation, pad) or MedSAM's (plain resize to a square, min-max to [0, 1]).
     preprocessing: Preprocessing = "sam"

@@ -23,6 +23,16 @@ def seeded_model(variant: str, **overrides: object) -> PromptableModel:
     torch.manual_seed(1234)
     model = build_model(get_config(variant, **overrides)).eval()
     if variant == "fusion":
+        # The same weights plus a global-context block, as the default model has, so the
+        # graphs carry attention; its residual branches start at zero (the identity), so
+        # they get small random weights.
+        state = model.state_dict()
+        model = build_model(get_config(variant, fusion_context_depth=1, **overrides)).eval()
+        model.load_state_dict(state, strict=False)
+        g = torch.Generator().manual_seed(6)
+        with torch.no_grad():
+            for p in model.context.parameters():  # type: ignore[union-attr]
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
         # Random BatchNorm statistics (fresh ones are 0 / 1) so the graphs see real values.
         g = torch.Generator().manual_seed(5)
         for m in model.modules():

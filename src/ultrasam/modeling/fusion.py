@@ -12,7 +12,9 @@ Per image (``encode``, cached by the predictor): a stride-4 stem. Per prompt bat
    as a filled rectangle and as its inscribed ellipse (a strong shape prior for ultrasound
    lesions), the previous mask's probability and a flag saying whether there is one;
 2. a strided convolution of those maps is added to the stem features (1/4 resolution);
-3. a residual CNN (four stages, 1/4 to 1/32) and a top-down FPN back to 1/4 give coarse logits;
+3. a residual CNN (four stages, 1/4 to 1/32), optionally followed by global self-attention
+   blocks on the deepest grid (``fusion_context_depth``; ``modeling.global_context``), and a
+   top-down FPN back to 1/4 give coarse logits;
 4. a light boundary head at 1/2 resolution, which sees the stem's 1/2-resolution image features
    and the prompt maps, adds a residual to the upsampled coarse logits: edges are decided at
    1/2 resolution instead of 1/4;
@@ -34,6 +36,7 @@ from torch import nn
 
 from ..config import ModelConfig
 from .base import PromptableModel
+from .global_context import GlobalContextBlock
 
 # Prompt map channels: positive disks, negative disks, box rectangle, box ellipse,
 # previous-mask probability, has-previous-mask flag.
@@ -149,7 +152,9 @@ class FusionNet(PromptableModel):
 
     config fields used: ``img_size`` (S), ``conv_dims`` (C0..C3 per stage, C0 at 1/4),
     ``conv_depths`` (blocks per stage), ``prompt_embed_dim`` (FPN width F),
-    ``num_multimask_outputs``, ``iou_head_hidden_dim``, ``pixel_mean`` / ``pixel_std``.
+    ``num_multimask_outputs``, ``iou_head_hidden_dim``, ``pixel_mean`` / ``pixel_std``,
+    ``fusion_context_depth`` (attention blocks after the deepest stage, with
+    ``decoder_num_heads`` heads and ``mlp_ratio``).
     """
 
     # Prompts are rasterised: a label -1 point draws no disk and a box of -1s no rectangle.
@@ -172,6 +177,9 @@ class FusionNet(PromptableModel):
         for i, (d, n) in enumerate(zip(dims, depths)):
             self.stages.append(_stage(cin, d, n, 1 if i == 0 else 2))
             cin = d
+        self.context = nn.Sequential(*(
+            GlobalContextBlock(dims[-1], config.decoder_num_heads, config.mlp_ratio)
+            for _ in range(config.fusion_context_depth)))
         self.lateral = nn.ModuleList(nn.Conv2d(d, fpn, 1) for d in dims)
         self.smooth = conv_bn(fpn, fpn)
         self.coarse = nn.Conv2d(fpn, self.n_outputs, 1)
@@ -210,6 +218,7 @@ class FusionNet(PromptableModel):
         for stage in self.stages:
             h = stage(h)
             feats.append(h)
+        feats[-1] = self.context(feats[-1])
         return feats
 
     # ---------------------------------------------------------------------------- prompts
@@ -255,11 +264,12 @@ class FusionNet(PromptableModel):
         maps = rasterise_prompts(point_coords, point_labels, boxes, mask_inputs, n, size,
                                  size // 2, dtype=s4.dtype, mask_present=mask_present)
         x = s4 + self.prompt_in(maps)
-        # 3. residual stages + top-down FPN back to 1/4.
+        # 3. residual stages, global context on the deepest grid, top-down FPN back to 1/4.
         feats = []
         for stage in self.stages:
             x = stage(x)
             feats.append(x)
+        feats[-1] = self.context(feats[-1])
         top = self.lateral[-1](feats[-1])
         for i in range(len(feats) - 2, -1, -1):
             top = F.interpolate(top, size=feats[i].shape[-2:], mode="nearest") \

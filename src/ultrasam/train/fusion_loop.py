@@ -411,7 +411,7 @@ def train_fusion(cfg: FusionTrainConfig) -> dict[str, Any]:
     if not isinstance(model, FusionNet):
         raise ValueError(f"recipe 'fusion' trains FusionNet variants, not {cfg.model.variant}")
     if cfg.model.init_from:
-        model.load_state_dict(_init_weights(Path(cfg.model.init_from)))
+        warm_start(model, _init_weights(Path(cfg.model.init_from)))
     model = model.to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
                             weight_decay=cfg.optim.weight_decay)
@@ -456,6 +456,21 @@ def train_fusion(cfg: FusionTrainConfig) -> dict[str, Any]:
     _save(ckpt, model, opt, step, seen, elapsed + time.time() - start)
     metrics_f.close()
     return {"out_dir": str(out), "step": step, "images_seen": seen, "stopped": stopped}
+
+
+def warm_start(model: FusionNet, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load warm-start weights strictly, except that blocks added since (the global-context
+    blocks, which start as the identity) may be missing. Returns the keys left at their
+    initial values; any other missing or unexpected key, or a shape mismatch, raises."""
+    result = model.load_state_dict(state, strict=False)
+    new = [k for k in result.missing_keys if k.startswith("context.")]
+    other = sorted(set(result.missing_keys) - set(new))
+    if other or result.unexpected_keys:
+        raise ValueError(f"warm-start weights do not fit the model: missing {other}, "
+                         f"unexpected {sorted(result.unexpected_keys)}")
+    if new:
+        log.info("warm start: %d new context-block tensors start at the identity", len(new))
+    return new
 
 
 def _init_weights(src: Path) -> dict[str, torch.Tensor]:

@@ -35,6 +35,7 @@ INT_BOUNDS: dict[str, tuple[int, int]] = {
     "num_multimask_outputs": (1, 16),
     "iou_head_depth": (1, 16),
     "iou_head_hidden_dim": (1, 8192),
+    "fusion_context_depth": (0, 32),
 }
 MAX_GRID = 256  # embedding side (SAM: 64)
 MAX_MLP_RATIO = 16.0
