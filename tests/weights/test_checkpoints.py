@@ -266,7 +266,11 @@ def test_bundled_default_model_loads_exactly_what_the_folder_holds() -> None:
     for key, value in state.items():
         assert torch.equal(value, stored[key].to(value.dtype)), key
     n_params = sum(p.numel() for p in model.parameters())
-    assert n_params == sum(p.numel() for p in build_model(get_config("fusion")).parameters())
+    # The fusion variant plus the global-context blocks the shipped weights were trained with.
+    depth = meta["model"]["fusion_context_depth"]
+    assert depth == 2
+    assert n_params == sum(p.numel() for p in build_model(
+        get_config("fusion", fusion_context_depth=depth)).parameters())
     card = (DEFAULT_MODEL_DIR / "README.md").read_text()
     documented = re.search(r"([\d,]+) parameters", card)
     assert documented and int(documented.group(1).replace(",", "")) == n_params
