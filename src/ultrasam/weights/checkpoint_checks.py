@@ -113,6 +113,10 @@ def _check_conv(config: ModelConfig, source: str) -> None:
     if config.encoder == "fusion" and (dims[0] < 2 or dims[0] % 2 or config.img_size % 4):
         raise bad(f"fusion needs an even conv_dims[0] >= 2 and img_size divisible by 4; got "
                   f"{dims[0]}, {config.img_size}")
+    if config.encoder == "fusion" and config.fusion_context_depth and \
+            dims[-1] % config.decoder_num_heads:
+        raise bad(f"fusion_context_depth {config.fusion_context_depth} needs conv_dims[-1] "
+                  f"({dims[-1]}) divisible by decoder_num_heads ({config.decoder_num_heads})")
 
 
 def check_parameter_count(n: int, source: str) -> None:
