@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+from itertools import pairwise
 from pathlib import Path
 from statistics import median
 
@@ -51,7 +52,7 @@ def main() -> None:
     print("| object / image area | instances | mean Dice | median pred / true area "
           "| share of Dice loss |")
     print("|---|---|---|---|---|")
-    for lo, hi in zip(BINS[:-1], BINS[1:]):
+    for lo, hi in pairwise(BINS):
         sel = [(d, r) for s, d, r in items if lo <= s < hi]
         if not sel:
             continue

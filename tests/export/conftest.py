@@ -26,9 +26,11 @@ def seeded_model(variant: str, **overrides: object) -> PromptableModel:
         # The same weights plus a global-context block, as the default model has, so the
         # graphs carry attention; its residual branches start at zero (the identity), so
         # they get small random weights.
+        from ultrasam.train.fusion_loop import warm_start
+
         state = model.state_dict()
         model = build_model(get_config(variant, fusion_context_depth=1, **overrides)).eval()
-        model.load_state_dict(state, strict=False)
+        warm_start(model, state)  # type: ignore[arg-type]
         g = torch.Generator().manual_seed(6)
         with torch.no_grad():
             for p in model.context.parameters():  # type: ignore[union-attr]

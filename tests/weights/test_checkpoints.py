@@ -399,13 +399,14 @@ def test_non_finite_weights_are_refused_everywhere(tmp_path: Path, tiny_state) -
     ({"conv_depths": (1, 2, 3, 100_000)}, "conv_depths"),
     ({"conv_dims": (32, 80, 160, 1 << 20)}, "conv_dims"),
     ({"prompt_embed_dim": 63}, "prompt_embed_dim"),
-    ({"conv_dims": (32, 80, 160, 256), "fusion_context_depth": 1000}, "fusion_context_depth"),
+    ({"fusion_context_depth": 1000}, "fusion_context_depth"),
     ({"conv_dims": (32, 80, 160, 252), "fusion_context_depth": 2}, "divisible by decoder_num"),
 ])
 def test_config_bounds(change: dict, match: str) -> None:
     from ultrasam.weights.checkpoint_checks import check_config_bounds
 
-    base = get_config("fusion" if any(k.startswith("conv") for k in change) else "vit_b")
+    base = get_config("fusion" if any(k.startswith(("conv", "fusion")) for k in change)
+                      else "vit_b")
     check_config_bounds(base, "x")
     with pytest.raises(CheckpointError, match=match):
         check_config_bounds(base.replace(**change), "x")

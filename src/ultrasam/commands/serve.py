@@ -58,5 +58,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"most prompts decoded in one model call (default {d.max_batch})")
     p.add_argument("--precision", choices=PRECISIONS, default=d.precision,
                    help="model arithmetic (default auto: bf16 autocast on a CPU with native "
-                        "bf16, 1.8-2.2x faster per prompt; fp32 elsewhere)")
+                        "bf16, 1.6-2.0x faster per prompt; fp32 elsewhere)")
     p.set_defaults(func=_serve)

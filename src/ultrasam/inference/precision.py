@@ -1,9 +1,9 @@
 """Reduced-precision inference on the CPU: when bf16 autocast pays, and how to enter it.
 
 A CPU with native bf16 arithmetic (AVX512-BF16 or AMX, as oneDNN reports it) runs the
-convolutions of FusionNet 1.8-2.2x faster per prompt under ``torch.autocast("cpu",
+convolutions of FusionNet 1.6-2.0x faster per prompt under ``torch.autocast("cpu",
 torch.bfloat16)`` with BatchNorm folded and the weights in channels_last, and its masks agree
-with fp32 to a mean Dice of 0.9997 (box) / 0.9993 (centroid click) on 122 MMOTU-2D val instances
+with fp32 to a mean Dice of 0.9996 (box) / 0.9990 (centroid click) on 122 MMOTU-2D val instances
 (``benchmarks/bench_precision.py`` records both). Without native bf16 the same autocast is
 emulated and *slower*, hence ``auto``: bf16 only where the hardware has it.
 

@@ -157,6 +157,10 @@ class FusionNet(PromptableModel):
     ``decoder_num_heads`` heads and ``mlp_ratio``).
     """
 
+    # Parameter-name prefixes of blocks that start as the identity (zero-initialised residual
+    # branches): weights trained without them still describe the same network.
+    IDENTITY_AT_INIT = ("context.",)
+
     # Prompts are rasterised: a label -1 point draws no disk and a box of -1s no rectangle.
     exact_prompt_padding = True
 
@@ -213,11 +217,15 @@ class FusionNet(PromptableModel):
         s4 = self.stem4(self.stem2(x))
         g = self.img_size // 2
         empty = torch.zeros(x.shape[0], N_PROMPT_MAPS, g, g, device=x.device, dtype=s4.dtype)
-        h = s4 + self.prompt_in(empty)
+        return self._trunk(s4 + self.prompt_in(empty))
+
+    def _trunk(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Fused 1/4-resolution features -> the four stage outputs (1/4 .. 1/32), the deepest
+        passed through the global-context blocks."""
         feats = []
         for stage in self.stages:
-            h = stage(h)
-            feats.append(h)
+            x = stage(x)
+            feats.append(x)
         feats[-1] = self.context(feats[-1])
         return feats
 
@@ -263,13 +271,8 @@ class FusionNet(PromptableModel):
         # 1-2. prompt maps at 1/2, fused into the stem features at 1/4.
         maps = rasterise_prompts(point_coords, point_labels, boxes, mask_inputs, n, size,
                                  size // 2, dtype=s4.dtype, mask_present=mask_present)
-        x = s4 + self.prompt_in(maps)
         # 3. residual stages, global context on the deepest grid, top-down FPN back to 1/4.
-        feats = []
-        for stage in self.stages:
-            x = stage(x)
-            feats.append(x)
-        feats[-1] = self.context(feats[-1])
+        feats = self._trunk(s4 + self.prompt_in(maps))
         top = self.lateral[-1](feats[-1])
         for i in range(len(feats) - 2, -1, -1):
             top = F.interpolate(top, size=feats[i].shape[-2:], mode="nearest") \

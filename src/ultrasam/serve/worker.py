@@ -18,7 +18,7 @@ which stays free for prompts. A frame is embedded once: a frame being embedded i
 the lock, and its prompts wait for it.
 
 Precision: ``auto`` (the default) runs the model threads under bf16 autocast on a CPU with
-native bf16 (:mod:`ultrasam.inference.precision`: 1.8-2.2x faster per prompt, masks agreeing
+native bf16 (:mod:`ultrasam.inference.precision`: 1.6-2.0x faster per prompt, masks agreeing
 with fp32 to a mean Dice of 0.999), fp32 elsewhere; ``fp32`` / ``bf16`` force it.
 
 Threads: ``threads`` model threads, each using ``torch_threads`` intra-op threads (default: the

@@ -459,11 +459,12 @@ def train_fusion(cfg: FusionTrainConfig) -> dict[str, Any]:
 
 
 def warm_start(model: FusionNet, state: dict[str, torch.Tensor]) -> list[str]:
-    """Load warm-start weights strictly, except that blocks added since (the global-context
-    blocks, which start as the identity) may be missing. Returns the keys left at their
-    initial values; any other missing or unexpected key, or a shape mismatch, raises."""
+    """Load warm-start weights strictly, except that blocks added since which start as the
+    identity (``FusionNet.IDENTITY_AT_INIT``: the global-context blocks) may be missing.
+    Returns the keys left at their initial values; any other missing or unexpected key, or a
+    shape mismatch, raises."""
     result = model.load_state_dict(state, strict=False)
-    new = [k for k in result.missing_keys if k.startswith("context.")]
+    new = [k for k in result.missing_keys if k.startswith(model.IDENTITY_AT_INIT)]
     other = sorted(set(result.missing_keys) - set(new))
     if other or result.unexpected_keys:
         raise ValueError(f"warm-start weights do not fit the model: missing {other}, "
