@@ -24,17 +24,10 @@ import numpy as np
 import torch
 
 
-def iou_dice(pred: torch.Tensor, gt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """pred, gt B x H x W bool -> (IoU, Dice) B."""
-    inter = (pred & gt).sum(dim=(1, 2)).float()
-    total = (pred.sum(dim=(1, 2)) + gt.sum(dim=(1, 2))).float()
-    return inter / (total - inter).clamp(min=1), 2 * inter / total.clamp(min=1)
-
-
 def main() -> None:
     from ultrasam.modeling.fusion import FusionNet
     from ultrasam.train.fusion_cache import build_cache, load_cache
-    from ultrasam.train.fusion_loop import build_eval_set, normalise
+    from ultrasam.train.fusion_loop import batch_iou, build_eval_set, normalise
     from ultrasam.weights.checkpoints import load_model
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -54,7 +47,7 @@ def main() -> None:
         cache = load_cache(build_cache([args.data], folder, model.img_size, split=args.split))
         ev = build_eval_set(cache, len(cache.sizes), seed=0)  # every image
     n = len(ev.masks)
-    ious, dices, preds = [], [], []
+    ious, preds = [], []
     with torch.inference_mode():
         for start in range(0, n, 32):
             sl = slice(start, start + 32)
@@ -62,11 +55,10 @@ def main() -> None:
             emb = model.encode(normalise(ev.x_raw[sl], ev.valid[sl], model))
             logits, iou = model.decode_all(emb, ev.points[sl][:, None],
                                            torch.ones(k, 1, dtype=torch.int64), None, None)
-            per = [iou_dice(logits[:, j] > 0, ev.masks[sl]) for j in range(logits.shape[1])]
-            ious.append(torch.stack([p[0] for p in per], 1))
-            dices.append(torch.stack([p[1] for p in per], 1))
+            ious.append(batch_iou(logits > 0, ev.masks[sl][:, None]))
             preds.append(iou.float())
-    true_iou, dice, pred = (torch.cat(t).numpy() for t in (ious, dices, preds))
+    true_iou, pred = torch.cat(ious).numpy(), torch.cat(preds).numpy()
+    dice = 2 * true_iou / (1 + true_iou)  # per mask, Dice is a function of IoU
     rows = np.arange(n)
     kept = 1 + pred[:, 1:].argmax(1)
     best = 1 + dice[:, 1:].argmax(1)
