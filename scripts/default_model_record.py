@@ -36,7 +36,6 @@ def main() -> None:
     run, out = Path(args.run), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "config.json", out / "config.json")
-    shutil.copyfile(run / "curve.csv", out / "curve.csv")
     # Per-step metrics, rounded (the raw file has 17 significant digits per value).
     by_step: dict[int, dict] = {}
     with (run / "metrics.jsonl").open() as src:
@@ -49,7 +48,13 @@ def main() -> None:
                                   for k, v in row.items()}) + "\n")
     if args.log:
         shutil.copyfile(args.log, out / "train.log")
-    rows = list(csv.DictReader((run / "curve.csv").open()))
+    # The curve, one row per step (a repeated step: the resumed run's row wins, as above).
+    curve = {int(r["step"]): r for r in csv.DictReader((run / "curve.csv").open())}
+    rows = [curve[k] for k in sorted(curve)]
+    with (out / "curve.csv").open("w", newline="") as dst:
+        writer = csv.DictWriter(dst, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
     # Chain the runs: each one's samples counted on from the previous run's last.
     chained: list[dict] = []
     restarts: list[int] = []
