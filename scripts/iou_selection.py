@@ -76,9 +76,9 @@ def main() -> None:
         "predicted_iou_mae": float(np.abs(pred - true_iou).mean()),
     }
     text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
+    if args.out:  # written first: a closed stdout (a pipe into `head`) must not lose it
         Path(args.out).write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
