@@ -19,9 +19,17 @@ import argparse
 import csv
 import json
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def last_row_per_step(rows: Iterable[dict]) -> list[dict]:
+    """Rows sorted by step, one per step: where a step was logged twice (a run resumed from a
+    checkpoint before it), the later row, the one the weights carry."""
+    by_step = {int(row["step"]): row for row in rows}
+    return [by_step[k] for k in sorted(by_step)]
 
 
 def main() -> None:
@@ -37,20 +45,16 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(run / "config.json", out / "config.json")
     # Per-step metrics, rounded (the raw file has 17 significant digits per value).
-    by_step: dict[int, dict] = {}
     with (run / "metrics.jsonl").open() as src:
-        for line in src:
-            row = json.loads(line)
-            by_step[int(row["step"])] = row  # a repeated step: the resumed run's row wins
+        metrics = last_row_per_step(json.loads(line) for line in src)
     with (out / "metrics.jsonl").open("w") as dst:
-        for _, row in sorted(by_step.items()):
+        for row in metrics:
             dst.write(json.dumps({k: round(v, 5) if isinstance(v, float) else v
                                   for k, v in row.items()}) + "\n")
     if args.log:
         shutil.copyfile(args.log, out / "train.log")
-    # The curve, one row per step (a repeated step: the resumed run's row wins, as above).
-    curve = {int(r["step"]): r for r in csv.DictReader((run / "curve.csv").open())}
-    rows = [curve[k] for k in sorted(curve)]
+    with (run / "curve.csv").open() as src:
+        rows = last_row_per_step(csv.DictReader(src))
     with (out / "curve.csv").open("w", newline="") as dst:
         writer = csv.DictWriter(dst, fieldnames=list(rows[0]), lineterminator="\n")
         writer.writeheader()
