@@ -120,6 +120,27 @@ def test_augmentation_keeps_image_and_masks_aligned() -> None:
     assert not torch.equal(m, masks)  # something moved
 
 
+def test_focus_crop_magnifies_the_instance_around_the_frame_centre() -> None:
+    masks = torch.zeros(4, 64, 64, dtype=torch.bool)
+    masks[:, 0:8, 44:52] = True  # 8 x 8 px at the top edge
+    images = masks[:, None].float().expand(4, 3, 64, 64) * 255
+    cfg = AugmentConfig(p_affine=0.0, rotate_deg=0.0, p_flip=0.0, gamma=0.0,
+                        contrast=(1.0, 1.0), brightness=0.0, p_speckle=0.0, p_focus=1.0,
+                        focus_expand=(1.4, 3.0), focus_max_zoom=4.0)
+    out, m, valid = augment(images, masks, torch.ones_like(masks), cfg,
+                            torch.Generator().manual_seed(0))
+    assert ((out[:, 0] > 127) == m).float().mean() > 0.98 and bool((m <= valid).all())
+    for k in range(4):
+        rows, cols = torch.nonzero(m[k], as_tuple=True)
+        side = max(int(rows.max() - rows.min()), int(cols.max() - cols.min())) + 1
+        # zoom = 64 / (8 x expand), at most 4: the 8-px square becomes 21-32 px wide
+        assert 20 <= side <= 33, side
+        # centred up to the jitter (0.15 of the window's half side) and rounding
+        assert abs(float(rows.float().mean()) - 31.5) < 6 and abs(float(cols.float().mean()) - 31.5) < 6
+    # Every window reaches past the image's top edge: that part is not a valid region.
+    assert not bool(valid.flatten(1).all(1).any())
+
+
 def test_training_resumes_exactly_and_exports(corpus: Path, tmp_path: Path) -> None:
     straight = train_fusion(config(corpus, tmp_path / "a", "run.steps=4"))
     assert straight["step"] == 4 and straight["stopped"] == "steps"

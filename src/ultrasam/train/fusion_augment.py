@@ -2,7 +2,10 @@
 
 Geometry: scale (log-uniform), rotation, horizontal flip and translation, one warp per sample
 applied to the image, its instance mask and its valid-region mask alike (no vertical flip: the
-probe is at the top of an ultrasound image). Intensity: gamma, contrast, brightness and
+probe is at the top of an ultrasound image). Optionally (``p_focus``) a sample is instead a
+focus crop: a square window around its instance, ``focus_expand`` x the instance's longer box
+side, scaled to the frame — the view the predictor's zoom-in pass gives the network (small
+structures seen magnified, as FocalClick's focus crops and RITM's zoom-in do). Intensity: gamma, contrast, brightness and
 multiplicative speckle noise, as gain and speckle vary between machines and presets.
 """
 
@@ -27,6 +30,9 @@ class AugmentConfig:
     brightness: float = 0.08    # fraction of the 0-255 range
     p_speckle: float = 0.5
     speckle: float = 0.15       # std of multiplicative noise, drawn U(0, s)
+    p_focus: float = 0.0        # probability of a focus crop instead of the global scale
+    focus_expand: tuple[float, float] = (1.4, 3.0)  # window side / instance's longer box side
+    focus_max_zoom: float = 4.0
 
 
 def augment(images: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor,
@@ -47,6 +53,8 @@ def augment(images: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor,
     flip = torch.where(torch.rand(b, generator=gen) < cfg.p_flip, -1.0, 1.0)
     tx, ty = u(-cfg.translate, cfg.translate), u(-cfg.translate, cfg.translate)
     use = torch.rand(b, generator=gen) < cfg.p_affine
+    if cfg.p_focus > 0:  # drawn only then: configurations without focus keep their stream
+        scale, tx, ty, use = _focus(masks, scale, tx, ty, use, cfg, gen)
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos * flip, -sin, tx], 1),
                          torch.stack([sin * flip, cos, ty], 1)], 1)
@@ -70,3 +78,32 @@ def augment(images: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor,
     x = x * (1 + sigma[:, None, None, None] * noise)
     images = x.clamp(0, 1) * 255.0 * valid[:, None]
     return images, masks, valid
+
+
+def _focus(masks: torch.Tensor, scale: torch.Tensor, tx: torch.Tensor, ty: torch.Tensor,
+           use: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator
+           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Replace the zoom and shift of a ``p_focus`` share of samples by a crop around the
+    instance (masks B x S x S bool). Returns (scale, tx, ty, use) B each: output pixel ->
+    input pixel is rotation / scale + (tx, ty), in normalised coordinates."""
+    b, s = masks.shape[0], masks.shape[-1]
+    pick = torch.rand(b, generator=gen) < cfg.p_focus
+    lo, hi = cfg.focus_expand
+    expand = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(b, generator=gen))
+    jitter = (torch.rand(b, 2, generator=gen) - 0.5) * 0.3  # of the window's half side
+    idx = torch.arange(s, dtype=torch.float32)
+    rows, cols = masks.any(dim=2), masks.any(dim=1)
+    big = torch.full_like(idx, float(s))
+    y0 = torch.where(rows, idx, big).amin(1)
+    y1 = torch.where(rows, idx, -big).amax(1) + 1
+    x0 = torch.where(cols, idx, big).amin(1)
+    x1 = torch.where(cols, idx, -big).amax(1) + 1
+    side = torch.maximum(x1 - x0, y1 - y0).clamp(min=1.0) * expand
+    zoom = (s / side).clamp(max=cfg.focus_max_zoom)
+    # Only a magnifying crop of a present instance is a focus crop; the rest keep their draw.
+    pick = pick & rows.any(1) & (zoom > 1.0)
+    half = 1.0 / zoom  # the window's half side in normalised units
+    fx = (x0 + x1) / s - 1 + jitter[:, 0] * half
+    fy = (y0 + y1) / s - 1 + jitter[:, 1] * half
+    return (torch.where(pick, zoom, scale), torch.where(pick, fx, tx),
+            torch.where(pick, fy, ty), use | pick)
