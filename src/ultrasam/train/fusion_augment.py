@@ -4,9 +4,10 @@ Geometry: scale (log-uniform), rotation, horizontal flip and translation, one wa
 applied to the image, its instance mask and its valid-region mask alike (no vertical flip: the
 probe is at the top of an ultrasound image). Optionally (``p_focus``) a sample is instead a
 focus crop: a square window around its instance, ``focus_expand`` x the instance's longer box
-side, scaled to the frame — the view the predictor's zoom-in pass gives the network (small
-structures seen magnified, as FocalClick's focus crops and RITM's zoom-in do). Intensity: gamma, contrast, brightness and
-multiplicative speckle noise, as gain and speckle vary between machines and presets.
+side, scaled to the frame, so small structures are also seen magnified (the view of
+FocalClick's focus crops; the predictor itself has no zoom-in pass). Intensity: gamma,
+contrast, brightness and multiplicative speckle noise, as gain and speckle vary between
+machines and presets.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from .prompts import boxes_from_masks
 
 
 @dataclass(frozen=True)
@@ -91,17 +94,12 @@ def _focus(masks: torch.Tensor, scale: torch.Tensor, tx: torch.Tensor, ty: torch
     lo, hi = cfg.focus_expand
     expand = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(b, generator=gen))
     jitter = (torch.rand(b, 2, generator=gen) - 0.5) * 0.3  # of the window's half side
-    idx = torch.arange(s, dtype=torch.float32)
-    rows, cols = masks.any(dim=2), masks.any(dim=1)
-    big = torch.full_like(idx, float(s))
-    y0 = torch.where(rows, idx, big).amin(1)
-    y1 = torch.where(rows, idx, -big).amax(1) + 1
-    x0 = torch.where(cols, idx, big).amin(1)
-    x1 = torch.where(cols, idx, -big).amax(1) + 1
+    box, present = boxes_from_masks(masks)
+    x0, y0, x1, y1 = box.unbind(1)
     side = torch.maximum(x1 - x0, y1 - y0).clamp(min=1.0) * expand
     zoom = (s / side).clamp(max=cfg.focus_max_zoom)
     # Only a magnifying crop of a present instance is a focus crop; the rest keep their draw.
-    pick = pick & rows.any(1) & (zoom > 1.0)
+    pick = pick & present & (zoom > 1.0)
     half = 1.0 / zoom  # the window's half side in normalised units
     fx = (x0 + x1) / s - 1 + jitter[:, 0] * half
     fy = (y0 + y1) / s - 1 + jitter[:, 1] * half
